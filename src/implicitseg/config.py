@@ -1,0 +1,200 @@
+"""Typed configs. A method's config names every part and value it uses; presets are instances of it.
+
+Configs are plain dataclasses: :func:`config_to_dict` gives the plain-YAML form written next to every
+run's outputs, :func:`config_from_dict` reads it back and refuses unknown keys, so the file, the CLI and
+the code share one schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from implicitseg.errors import InputError
+from implicitseg.io.atomic import write_text
+
+T = TypeVar("T")
+
+
+@dataclass
+class RoiConfig:
+    """Region of interest: a world-axis-aligned cube of ``size_mm`` resampled to ``res``³ voxels."""
+
+    size_mm: float = 70.0
+    res: int = 64
+
+
+@dataclass
+class IntensityConfig:
+    """Intensity normalisation. ``window``: clip to ``window`` then divide by ``scale`` (CT, HU); ``zscore``: MRI."""
+
+    mode: str = "window"
+    window: tuple[float, float] = (-1000.0, 1000.0)
+    scale: float = 1000.0
+
+
+@dataclass
+class SurfaceSamplingConfig:
+    """Training samples for distance-field methods (NUDF spec, "Training samples")."""
+
+    n_uniform: int = 10_000
+    n_near_surface: int = 100_000
+    sd_rays: int = 32
+    sd_cone_degrees: float = 45.0
+    sd_threshold_mm: float = 3.5
+    sd_density_factor: float = 500.0
+    sd_sigma_fraction: float = 0.25
+    sd_max_mm: float = 35.0
+    """Shape diameters are capped at this (mm); rays that hit nothing count as this far."""
+
+
+@dataclass
+class EncoderConfig:
+    """IF-Net style 3D conv encoder: a full-resolution stem conv, then levels of MaxPool → 2 convs → BN.
+
+    ``first_pool`` is the pooling factor before the first level (4 for nudf512). Features are gathered at a
+    query point and its 6 axis neighbours at ± ``displacement_unit``.
+    """
+
+    stem_channels: int = 32
+    level_channels: tuple[int, ...] = (64, 128, 128)
+    first_pool: int = 2
+    dropout: float = 0.0
+    displacement_unit: float = 0.0722
+
+
+@dataclass
+class DecoderConfig:
+    """Point-wise MLP on gathered features; ``output`` is ``softplus``, ``relu`` or ``none``."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    output: str = "softplus"
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation, each applied with ``probability`` (NUDF spec; translation is symmetric)."""
+
+    probability: float = 0.5
+    translate_voxels: float = 20.0
+    rotate_degrees: float = 10.0
+    noise_sigma: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. An epoch is one pass over the training cases, ``points_per_case`` points each."""
+
+    points_per_case: int = 15_000
+    sample_fractions: tuple[float, float, float] = (0.45, 0.45, 0.10)
+    clamp_unit: float = 0.1
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    max_epochs: int = 1000
+    early_stopping_patience: int = 50
+    val_points_per_case: int = 15_000
+    num_workers: int = 0
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class PointCloudConfig:
+    """Dense point cloud by projection along the UDF gradient (NUDF spec, in unit lengths)."""
+
+    n_seeds: int = 100_000
+    n_dense: int = 1_000_000
+    batch_points: int = 100_000
+    steps: int = 5
+    filter_unit: float = 0.1
+    noise_unit: float = 0.1 / 3
+    keep_unit: float = 0.05
+
+
+@dataclass
+class MeshingConfig:
+    """Point cloud → mesh (NUDF spec, "Meshing"); lengths in mm."""
+
+    n_subsample: int = 10_000
+    normal_neighbours: int = 10
+    poisson_depth: int = 8
+    trim_support_mm: float = 0.35
+    trim_min_points: int = 2
+    close_holes_mm: float = 3.5
+
+
+@dataclass
+class NudfConfig:
+    """NUDF: encoder + point-wise decoder regressing an unsigned distance field from a CT ROI."""
+
+    method: str = "nudf"
+    preset: str = "nudf64"
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    sampling: SurfaceSamplingConfig = field(default_factory=SurfaceSamplingConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    point_cloud: PointCloudConfig = field(default_factory=PointCloudConfig)
+    meshing: MeshingConfig = field(default_factory=MeshingConfig)
+
+
+def config_to_dict(config: Any) -> dict:
+    """Plain nested dict (tuples become lists) for YAML/JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def config_from_dict(cls: type[T], data: dict, *, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise :class:`InputError`."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = config_from_dict(hint, value, where=f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple:
+            values[name] = tuple(value)
+        elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        else:
+            values[name] = value
+    return cls(**values)  # type: ignore[call-arg]
+
+
+def save_config(path: str | os.PathLike, config: Any) -> None:
+    """Write the fully resolved config as plain YAML (no Python tags), atomically."""
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping; a missing or broken file raises :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a YAML mapping")
+    return data

@@ -1,0 +1,7 @@
+"""The one exception type for user errors: the CLI prints its message on one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad input from the user (a file, a value, a checkpoint); the message names the thing and the problem."""

@@ -1,0 +1,169 @@
+"""Images with their physical space: read, write, resample into a ROI.
+
+SimpleITK does the file formats (NIfTI, NRRD, MHA/MHD, DICOM series) and converts NIfTI's RAS to LPS on
+read and back on write, so a :class:`Volume` is always in world LPS mm (see ``geometry/frames.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from implicitseg.errors import InputError
+from implicitseg.geometry.frames import Roi, affine_from_geometry, geometry_from_affine, index_to_world, world_to_index
+from implicitseg.io.atomic import atomic_path
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass
+class Volume:
+    """A 3D image: voxels ``array[i, j, k]`` (i along the first ITK axis) and the 4×4 index→world LPS mm affine.
+
+    ``origin`` is the world position of the centre of voxel (0, 0, 0).
+    """
+
+    array: np.ndarray
+    affine_lps: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"a Volume holds a 3D array, got shape {self.array.shape}")
+        self.affine_lps = np.asarray(self.affine_lps, dtype=np.float64)
+        if self.affine_lps.shape != (4, 4) or abs(np.linalg.det(self.affine_lps[:3, :3])) < 1e-12:
+            raise ValueError("a Volume's affine must be an invertible 4×4 matrix")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def origin(self) -> np.ndarray:
+        return geometry_from_affine(self.affine_lps)[0]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return geometry_from_affine(self.affine_lps)[1]
+
+    @property
+    def direction(self) -> np.ndarray:
+        return geometry_from_affine(self.affine_lps)[2]
+
+    def to_sitk(self) -> sitk.Image:
+        """SimpleITK image with the same voxels and geometry."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array.transpose(2, 1, 0)))
+        origin, spacing, direction = geometry_from_affine(self.affine_lps)
+        image.SetOrigin(tuple(origin))
+        image.SetSpacing(tuple(spacing))
+        image.SetDirection(tuple(direction.ravel()))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> "Volume":
+        """Volume from a 3D SimpleITK image."""
+        array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        affine = affine_from_geometry(
+            np.array(image.GetOrigin()), np.array(image.GetSpacing()), np.array(image.GetDirection()).reshape(3, 3)
+        )
+        return cls(array, affine)
+
+    def voxel_centers_world_mm(self, mask: np.ndarray) -> np.ndarray:
+        """(N, 3) world LPS mm of the voxels where ``mask`` (same shape as the array) is true."""
+        return index_to_world(np.argwhere(mask).astype(np.float64), self.affine_lps)
+
+    def world_bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned world bounding box (min (3,), max (3,)) of the voxel centres."""
+        corners = np.array([[i, j, k] for i in (0, self.shape[0] - 1) for j in (0, self.shape[1] - 1) for k in (0, self.shape[2] - 1)])
+        corners_world = index_to_world(corners, self.affine_lps)
+        return corners_world.min(axis=0), corners_world.max(axis=0)
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+
+
+def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
+    """Read a 3D image (NIfTI, NRRD, MHA/MHD, or a folder holding one DICOM series) as a :class:`Volume`.
+
+    Raises :class:`InputError` naming the file when it is missing, unreadable, not 3D or holds NaN/inf.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: image file not found")
+    try:
+        if path.is_dir():
+            if not _is_dicom_folder(path):
+                raise InputError(f"{path}: folder holds no DICOM series")
+            series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+            if len(series_ids) > 1:
+                raise InputError(f"{path}: folder holds {len(series_ids)} DICOM series; give one series per folder")
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_ids[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
+        raise InputError(f"{path}: cannot read image ({first_line[:200]})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path}: expected a 3D single-channel image, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    spacing = np.array(image.GetSpacing())
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"{path}: invalid voxel spacing {tuple(spacing)}")
+    volume = Volume.from_sitk(image)
+    volume.array = volume.array.astype(dtype, copy=False)
+    if np.issubdtype(volume.array.dtype, np.floating) and not np.all(np.isfinite(volume.array)):
+        raise InputError(f"{path}: image holds NaN or infinite intensities")
+    return volume
+
+
+def write_image(path: str | os.PathLike, volume: Volume) -> None:
+    """Write a :class:`Volume` atomically; the format follows the suffix (``.nii.gz``, ``.nrrd``, ``.mha``...)."""
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(volume.to_sitk(), str(temporary), useCompression=True)
+
+
+def read_labelmap(path: str | os.PathLike) -> Volume:
+    """Read an integer labelmap; raises :class:`InputError` if it has no foreground voxel."""
+    volume = read_image(path, dtype=np.float32)
+    if not np.all(volume.array == np.round(volume.array)):
+        raise InputError(f"{path}: labelmap holds non-integer values")
+    volume.array = volume.array.astype(np.int16)
+    if not np.any(volume.array > 0):
+        raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
+    return volume
+
+
+def resample_to_roi(volume: Volume, roi: Roi, *, interpolation: str = "linear", default_value: float = 0.0) -> np.ndarray:
+    """Resample ``volume`` onto the ROI grid; returns a ``(res, res, res)`` float32 array in ``(Z, Y, X)`` order.
+
+    ``interpolation`` is ``"linear"`` (intensities) or ``"nearest"`` (labels); voxels outside the image get
+    ``default_value``.
+    """
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in interpolators:
+        raise ValueError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
+    reference = sitk.Image([roi.res] * 3, sitk.sitkFloat32)
+    reference.SetOrigin(tuple(roi.origin_world_mm))
+    reference.SetSpacing([roi.spacing_mm] * 3)
+    reference.SetDirection(tuple(np.eye(3).ravel()))
+    source = volume.to_sitk()
+    if source.GetPixelID() != sitk.sitkFloat32:
+        source = sitk.Cast(source, sitk.sitkFloat32)
+    resampled = sitk.Resample(source, reference, sitk.Transform(), interpolators[interpolation], float(default_value))
+    return sitk.GetArrayFromImage(resampled).astype(np.float32)  # (Z, Y, X)
+
+
+def roi_overlaps_image(volume: Volume, roi: Roi) -> float:
+    """Fraction of the ROI's voxel centres (sampled on a coarse 9³ lattice) that fall inside the image."""
+    lattice = np.stack(np.meshgrid(*[np.linspace(-1, 1, 9)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    index = world_to_index(roi.unit_to_world(lattice), volume.affine_lps)
+    inside = np.all((index >= -0.5) & (index <= np.array(volume.shape) - 0.5), axis=1)
+    return float(inside.mean())

@@ -1,0 +1,1 @@
+"""meshing layer."""
