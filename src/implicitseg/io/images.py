@@ -7,6 +7,8 @@ read and back on write, so a :class:`Volume` is always in world LPS mm (see ``ge
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +127,23 @@ def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
 
 
 def write_image(path: str | os.PathLike, volume: Volume) -> None:
-    """Write a :class:`Volume` atomically; the format follows the suffix (``.nii.gz``, ``.nrrd``, ``.mha``...)."""
+    """Write a :class:`Volume` atomically; the format follows the suffix (``.nii.gz``, ``.nrrd``, ``.mha``...).
+
+    Two-file formats (``.mhd`` + ``.zraw``, ``.nhdr`` + raw) are written into a temporary folder under their
+    final names (the header names its data file), then moved into place data first, header last.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".mhd", ".nhdr"):
+        staging = path.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            sitk.WriteImage(volume.to_sitk(), str(staging / path.name), useCompression=True)
+            data_files = [p for p in staging.iterdir() if p.name != path.name]
+            for written in data_files + [staging / path.name]:
+                os.replace(written, path.parent / written.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
     with atomic_path(path) as temporary:
         sitk.WriteImage(volume.to_sitk(), str(temporary), useCompression=True)
 

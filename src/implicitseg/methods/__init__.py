@@ -1,1 +1,53 @@
-"""methods layer."""
+"""The table of methods. The CLI and pipeline look a method up here and never branch on its name.
+
+Adding a method = one module in this package that builds a :class:`Method`, and one line in ``METHODS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from implicitseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the pipeline needs of a method.
+
+    - ``presets``: name → config; ``preset_for_res(res)`` picks the default preset for a resolution.
+    - ``prepare(dataset_dir, out_dir, config, *, workers, progress) -> manifest``
+    - ``train(prep_dir, run_dir, config, *, max_epochs, max_time, devices, resume) -> summary``
+    - ``load(run_dir, which, map_location) -> (model, config)``
+    - ``predict_roi(model, config, roi, roi_image_zyx, *, device) -> SurfacePrediction``
+    """
+
+    name: str
+    description: str
+    config_class: type
+    presets: Mapping[str, Any]
+    preset_for_res: Callable[[int | None], str]
+    prepare: Callable[..., dict]
+    train: Callable[..., dict]
+    load: Callable[..., tuple[Any, Any]]
+    predict_roi: Callable[..., Any]
+
+
+def _table() -> dict[str, Method]:
+    from implicitseg.methods import nudf
+
+    return {"nudf": nudf.METHOD}
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; an unknown name raises :class:`InputError` listing the known ones."""
+    table = _table()
+    if name not in table:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def method_names() -> list[str]:
+    """Registered method names with one-line descriptions, for --help texts."""
+    return [f"{m.name}: {m.description}" for m in _table().values()]

@@ -1,0 +1,153 @@
+"""``implicitseg`` command line (DESIGN §2). Thin: parses, calls :mod:`implicitseg.methods.pipeline`, prints.
+
+A user error (:class:`~implicitseg.errors.InputError`) prints one line on stderr and exits with code 2.
+Heavy libraries are imported inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from implicitseg.errors import InputError
+
+app = typer.Typer(
+    name="implicitseg",
+    help="High-resolution segmentations and surface meshes of 3D medical images with neural implicit functions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class MeshFormat(str, Enum):
+    vtk = "vtk"
+    ply = "ply"
+    stl = "stl"
+    obj = "obj"
+
+
+class Space(str, Enum):
+    LPS = "LPS"
+    RAS = "RAS"
+
+
+class SynthKind(str, Enum):
+    laa = "laa"
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (DESIGN §3 layout).")],
+    kind: Annotated[SynthKind, typer.Option(help="Phantom kind.")] = SynthKind.laa,
+    cases: Annotated[int, typer.Option(min=1, help="Number of training cases (test cases come on top).")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
+) -> None:
+    """Write a synthetic dataset (CT-like volumes, labelmaps, open-surface meshes)."""
+    from implicitseg.methods import pipeline
+
+    dataset = pipeline.run_synth(out, kind=kind.value, n_cases=cases, seed=seed)
+    typer.echo(f"wrote {dataset}")
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
+    method: Annotated[str, typer.Option(help="Method: nudf.")],
+    out: Annotated[Path, typer.Option(help="Folder for the prepared data (PREP).")],
+    res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side (default: the preset's).")] = None,
+    roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
+) -> None:
+    """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json."""
+    from implicitseg.methods import pipeline
+
+    manifest = pipeline.run_prepare(dataset, out, method=method, preset=preset, res=res, roi_mm=roi_mm, workers=workers)
+    typer.echo(f"prepared {len(manifest['cases'])} cases ({len(manifest['splits']['train'])} train, "
+               f"{len(manifest['splits']['val'])} val) into {out}")
+
+
+@app.command()
+def train(
+    prep: Annotated[Path, typer.Argument(help="Prepared data folder (from `prepare`).")],
+    out: Annotated[Path, typer.Option(help="Run folder: config.yaml, checkpoints/, logs/.")],
+    method: Annotated[Optional[str], typer.Option(help="Method (default: the one PREP was prepared for).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Preset (default: the one PREP was prepared with).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
+    max_time: Annotated[Optional[str], typer.Option(help="Stop after this wall time, HH:MM:SS.")] = None,
+    devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes); >1 trains with DDP.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
+) -> None:
+    """Train on PREP; keeps checkpoints `last` and `best` (by validation loss)."""
+    from implicitseg.methods import pipeline
+
+    summary = pipeline.run_train(prep, out, method=method, preset=preset, max_epochs=max_epochs, max_time=max_time,
+                                 devices=devices, resume=resume)
+    typer.echo(f"trained {summary.get('epochs', '?')} epochs; best val loss {summary.get('best_val_loss')}; run in {out}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder (from `train`).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files, DICOM folders, or dataset folders (imagesTs/).")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/<case>/mesh.<fmt>, points.ply, prediction.json.")],
+    roi_center: Annotated[Optional[str], typer.Option(help="ROI centre X,Y,Z in world LPS mm.")] = None,
+    roi_label: Annotated[Optional[Path], typer.Option(help="Labelmap (or folder of <case> labelmaps) whose centre of mass is the ROI centre.")] = None,
+    mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
+    mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
+) -> None:
+    """Predict a mesh and dense point cloud per image, in the image's physical space."""
+    from implicitseg.methods import pipeline
+
+    results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label,
+                                   mesh_format=mesh_format.value, mesh_space=mesh_space.value,
+                                   checkpoint=checkpoint, device=device)
+    for result in results:
+        typer.echo(f"{result['case']}: {result['mesh']} ({result['timings']['total_s']:.1f} s)")
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="Prediction folder (from `predict`).")],
+    gt: Annotated[Path, typer.Argument(help="Dataset folder or folder of <case> ground-truth meshes.")],
+    out: Annotated[Path, typer.Option(help="Metrics path: writes METRICS.csv and METRICS.summary.json.")],
+    kind: Annotated[str, typer.Option(help="Metric kind: surface.")] = "surface",
+    gt_space: Annotated[Space, typer.Option(help="Space of GT mesh files when GT is not a dataset folder.")] = Space.LPS,
+) -> None:
+    """Surface metrics per case (mm) and their mean, std and median."""
+    from implicitseg.methods import pipeline
+
+    table = pipeline.run_evaluate(pred, gt, out, kind=kind, gt_space=gt_space.value)
+    typer.echo(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo_out"),
+    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 4.0,
+    cases: Annotated[int, typer.Option(min=3, help="Synthetic training cases.")] = 12,
+) -> None:
+    """synth → prepare → train (short) → predict → evaluate, on CPU in minutes."""
+    from implicitseg.methods import pipeline
+
+    pipeline.run_demo(out, train_minutes=minutes, n_cases=cases, echo=typer.echo)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except InputError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Small builders shared by tests: oblique/flipped/anisotropic affines and analytic shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from implicitseg.geometry.frames import affine_from_geometry
+
+
+def rotation_matrix(angles_degrees: tuple[float, float, float]) -> np.ndarray:
+    """(3, 3) rotation from Euler angles about x, then y, then z (degrees)."""
+    ax, ay, az = np.radians(angles_degrees)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+AFFINE_CASES = {
+    "axis_aligned": affine_from_geometry([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], np.eye(3)),
+    "anisotropic": affine_from_geometry([-20.0, 13.0, 7.5], [0.6, 0.8, 1.7], np.eye(3)),
+    "oblique": affine_from_geometry([5.0, -30.0, 12.0], [0.7, 0.7, 1.3], rotation_matrix((20, -35, 50))),
+    "flipped_oblique": affine_from_geometry(
+        [40.0, 2.0, -60.0], [0.9, 0.5, 1.1], rotation_matrix((-10, 25, 130)) @ np.diag([1.0, -1.0, 1.0])
+    ),
+}
+"""Index→world LPS affines covering oblique directions, a flipped axis (det < 0) and anisotropic spacing."""
+
+
+def sphere_volume(affine_lps: np.ndarray, shape: tuple[int, int, int], center_world_mm: np.ndarray,
+                  radius_mm: float, *, inside: float = 1.0, outside: float = 0.0) -> np.ndarray:
+    """Array on the given grid: ``inside`` where the voxel centre lies in the sphere, else ``outside``."""
+    from implicitseg.geometry.frames import index_to_world
+
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    world = index_to_world(index, affine_lps)
+    distance = np.linalg.norm(world - np.asarray(center_world_mm), axis=1).reshape(shape)
+    return np.where(distance <= radius_mm, inside, outside).astype(np.float32)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from implicitseg.errors import InputError
+from implicitseg.io.meshes import Mesh, read_mesh, read_point_cloud, write_mesh, write_point_cloud
+
+
+def _tetrahedron() -> Mesh:
+    vertices = np.array([[10.0, 20.0, 30.0], [15.5, 20.0, 30.0], [10.0, 26.25, 30.0], [10.0, 20.0, 37.125]])
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    return Mesh(vertices, faces)
+
+
+@pytest.mark.parametrize("suffix", [".vtk", ".ply", ".stl", ".obj"])
+@pytest.mark.parametrize("space", ["LPS", "RAS"])
+def test_mesh_round_trip_in_each_format_and_space(tmp_path, suffix, space):
+    mesh = _tetrahedron()
+    path = tmp_path / f"mesh{suffix}"
+    write_mesh(path, mesh, space=space)
+    back = read_mesh(path, space=space)
+    # STL stores unindexed triangles: compare the triangle sets
+    assert np.allclose(np.sort(back.vertices_world_mm[back.faces].reshape(-1, 9), axis=0),
+                       np.sort(mesh.vertices_world_mm[mesh.faces].reshape(-1, 9), axis=0), atol=1e-5)
+
+
+def test_ras_file_holds_flipped_coordinates_and_vtk_header_names_the_space(tmp_path):
+    mesh = _tetrahedron()
+    write_mesh(tmp_path / "ras.ply", mesh, space="RAS")
+    as_if_lps = read_mesh(tmp_path / "ras.ply", space="LPS")
+    assert np.allclose(as_if_lps.vertices_world_mm[:, :2], -mesh.vertices_world_mm[:, :2], atol=1e-5)
+    write_mesh(tmp_path / "ras.vtk", mesh, space="RAS")
+    assert b"SPACE=RAS" in (tmp_path / "ras.vtk").read_bytes()[:80]
+    # the header wins over the caller's default
+    assert np.allclose(read_mesh(tmp_path / "ras.vtk", space="LPS").vertices_world_mm, mesh.vertices_world_mm, atol=1e-5)
+
+
+def test_ascii_vtk_written_by_another_tool_reads(tmp_path):
+    path = tmp_path / "ascii.vtk"
+    path.write_text(
+        "# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\nPOINTS 4 float\n"
+        "0 0 0 1 0 0\n1 1 0 0 1 0\nPOLYGONS 1 5\n4 0 1 2 3\n"
+    )
+    mesh = read_mesh(path)
+    assert mesh.faces.shape == (2, 3)
+    assert mesh.face_areas_mm2.sum() == pytest.approx(1.0)
+
+
+def test_point_cloud_round_trip(tmp_path):
+    points = np.random.default_rng(0).normal(size=(100, 3)) * 30
+    write_point_cloud(tmp_path / "points.ply", points, space="RAS")
+    assert np.allclose(read_point_cloud(tmp_path / "points.ply"), points, atol=1e-4)
+
+
+def test_bad_meshes_give_input_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_mesh(tmp_path / "missing.vtk")
+    no_faces = tmp_path / "points_only.vtk"
+    no_faces.write_text("# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\nPOINTS 1 float\n0 0 0\n")
+    with pytest.raises(InputError, match="no faces"):
+        read_mesh(no_faces)
+    garbage = tmp_path / "garbage.ply"
+    garbage.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(InputError, match="garbage.ply"):
+        read_mesh(garbage)
+    with pytest.raises(InputError, match="no faces"):
+        write_mesh(tmp_path / "out.vtk", Mesh(np.zeros((3, 3)), np.zeros((0, 3))))
+    assert not (tmp_path / "out.vtk").exists()
