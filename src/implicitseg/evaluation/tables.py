@@ -1,0 +1,184 @@
+"""The ``evaluate`` stage: predicted meshes vs ground truth → per-case CSV + summary JSON (DESIGN §2, §5).
+
+``PRED`` is a ``predict`` output folder, one sub-folder per case holding ``mesh.<vtk|ply|stl|obj>``.
+``GT`` is either a dataset folder (``dataset.json`` gives ``mesh_space``; meshes are looked up as
+``meshesTs/<case>.<ext>``, then ``meshesTr/<case>.<ext>``) or a plain folder of ``<case>.<ext>`` files.
+Both sides are read into world LPS mm (:func:`~implicitseg.io.meshes.read_mesh`) before any distance is taken.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from implicitseg.errors import InputError
+from implicitseg.evaluation.surface import compute_surface_metrics
+from implicitseg.io.atomic import write_json, write_text
+from implicitseg.io.dataset import case_id
+from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, read_mesh
+
+KINDS = ("surface",)
+"""Metric kinds ``evaluate_folders`` computes. Voxel metrics (``volume``) are not implemented in this module."""
+
+SUMMARY_STATISTICS = ("mean", "std", "median")
+
+
+def metrics_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """(CSV path, summary JSON path) for the METRICS argument: ``m`` → ``m.csv``, ``m.summary.json``;
+    ``m.csv`` → ``m.csv``, ``m.summary.json``."""
+    out = Path(out)
+    if out.suffix.lower() == ".csv":
+        return out, out.with_name(out.stem + ".summary.json")
+    return out.with_name(out.name + ".csv"), out.with_name(out.name + ".summary.json")
+
+
+def find_predicted_meshes(pred_dir: str | os.PathLike) -> dict[str, Path]:
+    """Case id → ``PRED/<case>/mesh.<ext>``. A case folder holding the mesh in several formats uses the first
+    of ``.vtk, .ply, .stl, .obj``; folders with no mesh (e.g. a voxel method's labelmap only) are skipped."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"{pred_dir}: prediction folder not found")
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in pred_dir.iterdir() if p.is_dir()):
+        for suffix in MESH_SUFFIXES:
+            if (folder / f"mesh{suffix}").is_file():
+                found[folder.name] = folder / f"mesh{suffix}"
+                break
+    if not found:
+        raise InputError(f"{pred_dir}: no predicted meshes (expected <case>/mesh.{{vtk,ply,stl,obj}})")
+    return found
+
+
+def _mesh_files_by_case(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in MESH_SUFFIXES:
+            identifier = case_id(path)
+            if identifier in files:
+                raise InputError(f"{folder}: two ground-truth meshes for case {identifier!r}: "
+                                 f"{files[identifier].name} and {path.name}")
+            files[identifier] = path
+    return files
+
+
+def _dataset_mesh_space(json_path: Path) -> str:
+    try:
+        data = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{json_path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    space = str(data.get("mesh_space", "LPS")).upper() if isinstance(data, dict) else "LPS"
+    if space not in SPACES:
+        raise InputError(f"{json_path}: mesh_space must be one of {SPACES}, got {space!r}")
+    return space
+
+
+def find_ground_truth_meshes(gt: str | os.PathLike, *, gt_space: str = "LPS") -> tuple[dict[str, Path], str]:
+    """(case id → GT mesh path, the meshes' space). A dataset folder's ``mesh_space`` overrides ``gt_space``;
+    ``meshesTs/`` wins over ``meshesTr/`` for a case present in both."""
+    gt = Path(gt)
+    if not gt.is_dir():
+        raise InputError(f"{gt}: ground-truth folder not found")
+    space = gt_space.upper()
+    if space not in SPACES:
+        raise InputError(f"ground-truth mesh space must be one of {SPACES}, got {gt_space!r}")
+    if not (gt / "dataset.json").is_file():
+        return _mesh_files_by_case(gt), space
+    space = _dataset_mesh_space(gt / "dataset.json")
+    found: dict[str, Path] = {}
+    for sub in ("meshesTr", "meshesTs"):  # meshesTs is read last, so its files replace meshesTr's
+        if (gt / sub).is_dir():
+            found.update(_mesh_files_by_case(gt / sub))
+    return found, space
+
+
+def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: str | os.PathLike, *,
+                     kind: str = "surface", gt_space: str = "LPS", n_samples: int = 100_000,
+                     completion_mm: float = 2.0, seed: int = 0) -> dict:
+    """Score every predicted case against its ground truth; write ``METRICS.csv`` and ``METRICS.summary.json``.
+
+    ``kind`` must be ``"surface"`` (the metrics of :func:`~implicitseg.evaluation.surface.compute_surface_metrics`,
+    in mm); no other kind is accepted here. ``gt_space`` is the convention of a plain GT folder's files
+    (``"LPS"``/``"RAS"``). Predicted meshes are read as LPS (a VTK header's ``SPACE=`` wins). Every predicted
+    case needs a GT mesh (InputError naming the cases without one); GT cases with no prediction are ignored.
+    Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``, ``gt``, ``gt_space``, ``n_samples``,
+    ``seed``, ``metrics`` (name → ``{"mean", "std", "median"}``; std is the population std, ddof = 0).
+    """
+    if kind not in KINDS:
+        raise InputError(f"evaluate: --kind {kind!r} is not supported; supported kinds: {', '.join(KINDS)}")
+    predicted = find_predicted_meshes(pred_dir)
+    truth, space = find_ground_truth_meshes(gt, gt_space=gt_space)
+    missing = sorted(set(predicted) - set(truth))
+    if missing:
+        raise InputError(f"{gt}: no ground-truth mesh for predicted case(s) {', '.join(missing)}")
+    rows: list[dict] = []
+    for identifier, pred_path in predicted.items():
+        metrics = compute_surface_metrics(read_mesh(pred_path), read_mesh(truth[identifier], space=space),
+                                          n_samples=n_samples, completion_mm=completion_mm, seed=seed)
+        rows.append({"case": identifier, **metrics})
+    summary = {
+        "kind": kind,
+        "n_cases": len(rows),
+        "cases": [row["case"] for row in rows],
+        "pred": str(Path(pred_dir)),
+        "gt": str(Path(gt)),
+        "gt_space": space,
+        "n_samples": n_samples,
+        "seed": seed,
+        "metrics": summarize(rows),
+    }
+    csv_path, summary_path = metrics_paths(out)
+    write_text(csv_path, rows_to_csv(rows))
+    write_json(summary_path, summary)
+    return summary
+
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Metric name → ``{"mean", "std" (ddof = 0), "median"}`` over the rows' numeric columns."""
+    names = [name for name in rows[0] if name != "case"] if rows else []
+    summary: dict[str, dict[str, float]] = {}
+    for name in names:
+        values = np.array([row[name] for row in rows], dtype=np.float64)
+        summary[name] = {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
+    return summary
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """CSV text, one row per case, columns ``case`` then the metrics; floats at full precision (``repr``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _number(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def format_table(summary_or_rows: dict | list[dict]) -> str:
+    """Plain-text table for the terminal: a summary from :func:`evaluate_folders` (metric | mean | std |
+    median) or a list of per-case rows (case | metrics...); numbers with 4 decimals."""
+    if isinstance(summary_or_rows, dict):
+        header = ["metric", *SUMMARY_STATISTICS]
+        body = [[name, *(_number(stats[s]) for s in SUMMARY_STATISTICS)]
+                for name, stats in summary_or_rows["metrics"].items()]
+        title = f"{summary_or_rows['kind']} metrics over {summary_or_rows['n_cases']} case(s)"
+    else:
+        if not summary_or_rows:
+            return "(no cases)"
+        header = list(summary_or_rows[0])
+        body = [[str(row[h]) if not isinstance(row[h], float) else _number(row[h]) for h in header]
+                for row in summary_or_rows]
+        title = f"{len(body)} case(s)"
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+              for line in body]
+    return "\n".join(lines)
