@@ -125,3 +125,12 @@ def test_format_table_summary_and_rows(pred_dir, gt_dataset, tmp_path):
     rows = [{"case": "case_a", "hd95": 1.0}, {"case": "case_b", "hd95": 0.5}]
     lines = format_table(rows).splitlines()
     assert lines[1].split() == ["case", "hd95"] and lines[3].split() == ["case_a", "1.0000"]
+
+
+def test_prediction_written_in_ras_is_read_back_by_its_prediction_json(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    write_mesh(pred / "c1" / "mesh.ply", square(1.0), space="RAS")  # PLY carries no space of its own
+    (pred / "c1" / "prediction.json").write_text(json.dumps({"mesh_space": "RAS"}))
+    write_mesh(gt / "c1.obj", square(0.0))
+    summary = evaluate_folders(pred, gt, tmp_path / "m", n_samples=N_SAMPLES)
+    assert summary["metrics"]["chamfer_pred_to_gt"]["mean"] == pytest.approx(1.0, abs=1e-9)

@@ -78,6 +78,20 @@ def _dataset_mesh_space(json_path: Path) -> str:
     return space
 
 
+def predicted_space(mesh_path: Path) -> str:
+    """The space a predicted mesh was written in: ``prediction.json``'s ``mesh_space`` beside it, else LPS."""
+    record = mesh_path.parent / "prediction.json"
+    if not record.is_file():
+        return "LPS"
+    try:
+        space = str(json.loads(record.read_text()).get("mesh_space", "LPS")).upper()
+    except json.JSONDecodeError as error:
+        raise InputError(f"{record}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    if space not in SPACES:
+        raise InputError(f"{record}: mesh_space must be one of {SPACES}, got {space!r}")
+    return space
+
+
 def find_ground_truth_meshes(gt: str | os.PathLike, *, gt_space: str = "LPS") -> tuple[dict[str, Path], str]:
     """(case id → GT mesh path, the meshes' space). A dataset folder's ``mesh_space`` overrides ``gt_space``;
     ``meshesTs/`` wins over ``meshesTr/`` for a case present in both."""
@@ -104,7 +118,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
 
     ``kind`` must be ``"surface"`` (the metrics of :func:`~implicitseg.evaluation.surface.compute_surface_metrics`,
     in mm); no other kind is accepted here. ``gt_space`` is the convention of a plain GT folder's files
-    (``"LPS"``/``"RAS"``). Predicted meshes are read as LPS (a VTK header's ``SPACE=`` wins). Every predicted
+    (``"LPS"``/``"RAS"``). Predicted meshes are read in the space their ``prediction.json`` names (LPS
+    without one; a VTK header's ``SPACE=`` wins). Every predicted
     case needs a GT mesh (InputError naming the cases without one); GT cases with no prediction are ignored.
     Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``, ``gt``, ``gt_space``, ``n_samples``,
     ``seed``, ``metrics`` (name → ``{"mean", "std", "median"}``; std is the population std, ddof = 0).
@@ -118,7 +133,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
         raise InputError(f"{gt}: no ground-truth mesh for predicted case(s) {', '.join(missing)}")
     rows: list[dict] = []
     for identifier, pred_path in predicted.items():
-        metrics = compute_surface_metrics(read_mesh(pred_path), read_mesh(truth[identifier], space=space),
+        metrics = compute_surface_metrics(read_mesh(pred_path, space=predicted_space(pred_path)),
+                                          read_mesh(truth[identifier], space=space),
                                           n_samples=n_samples, completion_mm=completion_mm, seed=seed)
         rows.append({"case": identifier, **metrics})
     summary = {
