@@ -1,0 +1,245 @@
+"""The ``prepare`` stage for distance-field methods (NUDF spec, "Region of interest" and "Training samples").
+
+Per case, into ``PREP/<case>/`` (DESIGN §5):
+
+- ``image.npy``: the ROI image, float32 ``(res, res, res)`` in ``(Z, Y, X)`` order (see ``geometry/frames.py``),
+  intensities normalised by :func:`normalise_intensities`;
+- ``samples.npz``: ``points`` (N, 3) float32 unit coordinates (x, y, z), ``distances`` (N,) float32 exact
+  unsigned distance to the ground-truth surface in unit lengths, ``sample_set`` (N,) uint8
+  (:class:`~implicitseg.geometry.sampling.SampleSet`: 0 = in, 1 = out, 2 = uniform);
+- ``roi.json``: the ROI (``Roi.to_json()``) plus the case id, source files, mesh space and surface centre.
+
+For the whole dataset, ``PREP/manifest.json`` lists the cases, a deterministic train/val split, the
+resolved config and the library versions, and ``PREP/config.yaml`` holds the resolved config.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.metadata
+import multiprocessing
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from implicitseg import __version__
+from implicitseg.config import IntensityConfig, NudfConfig, config_to_dict, save_config
+from implicitseg.errors import InputError
+from implicitseg.geometry.frames import Roi
+from implicitseg.geometry.sampling import SampleSet, training_samples
+from implicitseg.io.atomic import write_json, write_npy, write_npz
+from implicitseg.io.dataset import Case, load_dataset
+from implicitseg.io.images import Volume, read_image, read_labelmap, resample_to_roi, roi_overlaps_image
+from implicitseg.io.meshes import Mesh, read_mesh
+from implicitseg.meshing.isosurface import labelmap_to_mesh
+
+MIN_ROI_OVERLAP = 0.5
+"""A ROI with less than this fraction of its volume inside the image is refused."""
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``progress(case_id, n_done, n_total)`` after each case is prepared."""
+
+_VERSIONED_PACKAGES = ("numpy", "scipy", "torch", "point-cloud-utils", "scikit-image", "SimpleITK", "trimesh")
+
+
+def normalise_intensities(roi_image: np.ndarray, intensity_config: IntensityConfig) -> np.ndarray:
+    """Normalised copy of ``roi_image`` (any shape) as float32.
+
+    ``window`` mode: clip to ``window`` (e.g. HU) then divide by ``scale``; ``zscore`` mode: subtract the
+    mean and divide by the standard deviation over the whole array (a constant array becomes zeros).
+    """
+    image = np.asarray(roi_image, dtype=np.float64)
+    mode = intensity_config.mode
+    if mode == "window":
+        low, high = (float(v) for v in intensity_config.window)
+        if not low < high:
+            raise InputError(f"intensity window must be (low, high) with low < high, got {intensity_config.window}")
+        if not intensity_config.scale > 0:
+            raise InputError(f"intensity scale must be positive, got {intensity_config.scale}")
+        normalised = np.clip(image, low, high) / float(intensity_config.scale)
+    elif mode == "zscore":
+        std = float(image.std())
+        normalised = (image - image.mean()) / (std if std > 0 else 1.0)
+    else:
+        raise InputError(f"intensity mode must be 'window' or 'zscore', got {mode!r}")
+    return normalised.astype(np.float32)
+
+
+def _case_rng(case_identifier: str, seed: int) -> np.random.Generator:
+    """A generator that depends only on the seed and the case id (same samples whatever the worker order)."""
+    return np.random.default_rng([int(seed), zlib.crc32(case_identifier.encode("utf-8"))])
+
+
+def ground_truth_surface(case: Case, mesh_space: str) -> tuple[Mesh, np.ndarray]:
+    """The case's ground-truth surface (world LPS mm) and the ROI centre (3,) world LPS mm.
+
+    With a mesh: the mesh (read in ``mesh_space``) and its area-weighted surface centroid. Label only: the
+    labelmap's isosurface (marching cubes at 0.5 of label > 0) and the centre of mass of its voxels.
+    """
+    if case.mesh is not None:
+        mesh = read_mesh(case.mesh, space=mesh_space)
+        if not mesh.face_areas_mm2.sum() > 0:
+            raise InputError(f"{case.mesh}: mesh has zero surface area")
+        return mesh, mesh.center_of_mass_world_mm()
+    if case.label is None:
+        raise InputError(f"case {case.case_id!r}: neither a mesh nor a label to take the surface from")
+    labelmap: Volume = read_labelmap(case.label)
+    center_world_mm = labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)
+    try:
+        mesh = labelmap_to_mesh(labelmap, level=0.5)
+    except InputError as error:
+        raise InputError(f"{case.label}: {error}") from None
+    return mesh, center_world_mm
+
+
+def prepare_case(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str = "LPS", *, seed: int = 0) -> dict:
+    """Prepare one case into ``out_dir/<case_id>/`` (``out_dir`` is the PREP folder).
+
+    Returns ``{"case": id, "n_faces": F, "n_samples": N, "timings_s": {stage: seconds}}``. Raises
+    :class:`InputError` for unreadable files, an empty label, a mesh without area, or a ROI that lies
+    mostly (< 50 %) outside the image.
+    """
+    timings: dict[str, float] = {}
+    start_total = start = time.perf_counter()
+    image = read_image(case.image)
+    mesh, center_world_mm = ground_truth_surface(case, mesh_space)
+    timings["read_s"] = time.perf_counter() - start
+
+    roi = Roi(tuple(center_world_mm), config.roi.size_mm, config.roi.res)
+    overlap = roi_overlaps_image(image, roi)
+    if overlap < MIN_ROI_OVERLAP:
+        centre = ", ".join(f"{c:.1f}" for c in center_world_mm)
+        raise InputError(
+            f"{case.image}: ROI outside the image: only {overlap:.0%} of the {roi.size_mm:g} mm ROI centred at the "
+            f"ground truth's centre ({centre}) mm LPS lies inside the image; check that the mesh/label matches the "
+            f"image (mesh space {mesh_space})")
+
+    start = time.perf_counter()
+    # Outside the image the ROI gets the image's minimum (air in CT, background in MRI), not 0.
+    roi_image = resample_to_roi(image, roi, interpolation="linear", default_value=float(image.array.min()))
+    roi_image = normalise_intensities(roi_image, config.intensity)
+    if not np.all(np.isfinite(roi_image)):
+        raise InputError(f"{case.image}: the ROI image holds NaN or infinite values after resampling")
+    timings["roi_image_s"] = time.perf_counter() - start
+
+    samples = training_samples(mesh.vertices_world_mm, mesh.faces, roi, config.sampling, _case_rng(case.case_id, seed))
+    timings.update(samples.timings_s)
+    if not (np.all(np.isfinite(samples.points_unit)) and np.all(np.isfinite(samples.distances_unit))):
+        raise InputError(f"case {case.case_id!r}: samples hold NaN or infinite values (degenerate ground-truth mesh?)")
+
+    start = time.perf_counter()
+    case_dir = Path(out_dir) / case.case_id
+    write_npy(case_dir / "image.npy", roi_image)
+    write_npz(case_dir / "samples.npz", points=samples.points_unit, distances=samples.distances_unit,
+              sample_set=samples.sample_set)
+    write_json(case_dir / "roi.json", {
+        **roi.to_json(),
+        "case": case.case_id,
+        "image": str(case.image),
+        "label": str(case.label) if case.label is not None else None,
+        "mesh": str(case.mesh) if case.mesh is not None else None,
+        "mesh_space": mesh_space,
+        "surface_source": "mesh" if case.mesh is not None else "label",
+        "surface_center_world_mm": [float(c) for c in center_world_mm],
+    })
+    timings["write_s"] = time.perf_counter() - start
+    timings["total_s"] = time.perf_counter() - start_total
+    return {"case": case.case_id, "n_faces": int(len(mesh.faces)), "n_samples": int(len(samples.sample_set)),
+            "timings_s": timings}
+
+
+def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Deterministic train/val split: a seeded permutation of the sorted ids; ``round(val_fraction × n)`` val
+    cases, at least 1 when there are ≥ 2 cases and never all of them."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(case_ids)
+    n_val = 0 if len(ordered) < 2 else min(max(1, round(val_fraction * len(ordered))), len(ordered) - 1)
+    permutation = np.random.default_rng(seed).permutation(len(ordered))
+    val = sorted(ordered[i] for i in permutation[:n_val])
+    return {"train": [c for c in ordered if c not in set(val)], "val": val}
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"implicitseg": __version__}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _prepare_or_name(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str, seed: int) -> dict:
+    """:func:`prepare_case`, with the case id put in front of any :class:`InputError` message."""
+    try:
+        return prepare_case(case, out_dir, config, mesh_space, seed=seed)
+    except InputError as error:
+        raise InputError(f"case {case.case_id!r}: {error}") from None
+
+
+def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, workers: int = 1,
+                    val_fraction: float = 0.2, seed: int = 0, progress: ProgressCallback | None = None) -> dict:
+    """Prepare every training case of the dataset at ``dataset_dir`` into ``out_dir`` and write the manifest.
+
+    Cases run in ``workers`` processes (``workers > 1``). The first case failing with :class:`InputError`
+    stops the whole stage with that message (prefixed with the case id). Returns the manifest (also written
+    to ``out_dir/manifest.json``), which holds per-case timings under ``"timings_s"``.
+    """
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    dataset = load_dataset(dataset_dir)
+    if not dataset.training:
+        raise InputError(f"{dataset_dir}: dataset.json lists no training cases")
+    splits = split_cases([case.case_id for case in dataset.training], val_fraction, seed)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: output exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, dict] = {}
+    total = len(dataset.training)
+    if workers == 1:
+        for case in dataset.training:
+            results[case.case_id] = _prepare_or_name(case, out_dir, config, dataset.mesh_space, seed)
+            if progress is not None:
+                progress(case.case_id, len(results), total)
+    else:
+        # forkserver: workers never inherit the caller's threads (torch, OpenMP), which plain fork can deadlock on.
+        context = multiprocessing.get_context("forkserver")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
+            futures = {pool.submit(_prepare_or_name, case, out_dir, config, dataset.mesh_space, seed): case.case_id
+                       for case in dataset.training}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    results[futures[future]] = future.result()
+                    if progress is not None:
+                        progress(futures[future], len(results), total)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    case_ids = [case.case_id for case in dataset.training]
+    manifest = {
+        "method": config.method,
+        "preset": config.preset,
+        "res": config.roi.res,
+        "roi_mm": config.roi.size_mm,
+        "cases": case_ids,
+        "splits": splits,
+        "sample_sets": {str(int(s)): s.name.lower() for s in SampleSet},
+        "files": {"image": "image.npy", "samples": "samples.npz", "roi": "roi.json"},
+        "config": config_to_dict(config),
+        "versions": _versions(),
+        "dataset": str(Path(dataset_dir).resolve()),
+        "mesh_space": dataset.mesh_space,
+        "seed": seed,
+        "timings_s": {case_id: results[case_id]["timings_s"] for case_id in case_ids},
+    }
+    save_config(out_dir / "config.yaml", config)
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
