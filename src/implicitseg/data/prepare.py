@@ -16,7 +16,6 @@ resolved config and the library versions, and ``PREP/config.yaml`` holds the res
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.metadata
 import multiprocessing
 import time
 import zlib
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg import __version__
 from implicitseg.config import IntensityConfig, NudfConfig, config_to_dict, save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
@@ -35,14 +33,13 @@ from implicitseg.io.dataset import Case, load_dataset
 from implicitseg.io.images import Volume, read_image, read_labelmap, resample_to_roi, roi_overlaps_image
 from implicitseg.io.meshes import Mesh, read_mesh
 from implicitseg.meshing.isosurface import labelmap_to_mesh
+from implicitseg.versions import versions
 
 MIN_ROI_OVERLAP = 0.5
 """A ROI with less than this fraction of its volume inside the image is refused."""
 
-ProgressCallback = Callable[[str, int, int], None]
-"""Called as ``progress(case_id, n_done, n_total)`` after each case is prepared."""
-
-_VERSIONED_PACKAGES = ("numpy", "scipy", "torch", "point-cloud-utils", "scikit-image", "SimpleITK", "trimesh")
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(n_done, n_total)`` after each case is prepared (as the synth stage does)."""
 
 
 def normalise_intensities(roi_image: np.ndarray, intensity_config: IntensityConfig) -> np.ndarray:
@@ -163,16 +160,6 @@ def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str
     return {"train": [c for c in ordered if c not in set(val)], "val": val}
 
 
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"implicitseg": __version__}
-    for package in _VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def _prepare_or_name(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str, seed: int) -> dict:
     """:func:`prepare_case`, with the case id put in front of any :class:`InputError` message."""
     try:
@@ -206,7 +193,7 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, wor
         for case in dataset.training:
             results[case.case_id] = _prepare_or_name(case, out_dir, config, dataset.mesh_space, seed)
             if progress is not None:
-                progress(case.case_id, len(results), total)
+                progress(len(results), total)
     else:
         # forkserver: workers never inherit the caller's threads (torch, OpenMP), which plain fork can deadlock on.
         context = multiprocessing.get_context("forkserver")
@@ -217,7 +204,7 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, wor
                 for future in concurrent.futures.as_completed(futures):
                     results[futures[future]] = future.result()
                     if progress is not None:
-                        progress(futures[future], len(results), total)
+                        progress(len(results), total)
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -234,7 +221,7 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, wor
         "sample_sets": {str(int(s)): s.name.lower() for s in SampleSet},
         "files": {"image": "image.npy", "samples": "samples.npz", "roi": "roi.json"},
         "config": config_to_dict(config),
-        "versions": _versions(),
+        "versions": versions(),
         "dataset": str(Path(dataset_dir).resolve()),
         "mesh_space": dataset.mesh_space,
         "seed": seed,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg import __version__
 from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json
 from implicitseg.io.meshes import Mesh
+from implicitseg.versions import versions
 
 
 @dataclass
@@ -32,24 +31,6 @@ class SurfacePrediction:
     mesh: Mesh
     timings: dict[str, float]
     counts: dict[str, int]
-
-
-def versions() -> dict[str, str]:
-    """Versions of implicitseg and the libraries whose behaviour shapes the results."""
-    import pymeshlab  # noqa: F401  (version below)
-    import SimpleITK
-    import torch
-
-    from importlib.metadata import version
-
-    found = {"implicitseg": __version__, "python": platform.python_version(), "torch": torch.__version__,
-             "numpy": np.__version__, "SimpleITK": SimpleITK.Version_VersionString()}
-    for name in ("lightning", "pymeshlab", "point-cloud-utils", "monai"):
-        try:
-            found[name] = version(name)
-        except Exception:  # a missing optional distribution is not an error here
-            continue
-    return found
 
 
 def _progress_bar(description: str, total: int):
@@ -91,8 +72,6 @@ def run_prepare(dataset: Path, out: Path, *, method: str, preset: str | None = N
                 roi_mm: float | None = None, workers: int = 1, show_progress: bool = True) -> dict:
     """Prepare every training case of ``dataset`` for ``method`` into ``out``; returns the manifest."""
     method_entry, config = resolve_config(method, preset=preset, res=res, roi_mm=roi_mm)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    save_config(Path(out) / "config.yaml", config)
     if not show_progress:
         return method_entry.prepare(Path(dataset), Path(out), config, workers=workers, progress=None)
     from implicitseg.io.dataset import load_dataset
@@ -152,7 +131,7 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
                 checkpoint: str = "best", device: str = "auto", seed: int = 0,
                 show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model; writes OUT/<case>/{mesh.<fmt>, points.ply, prediction.json}."""
-    from implicitseg.data.prepare import normalise_intensities
+    from implicitseg.data.prepare import MIN_ROI_OVERLAP, normalise_intensities
     from implicitseg.inference.roi import label_center_world_mm, label_for_image, parse_center
     from implicitseg.io.dataset import case_id, list_images
     from implicitseg.io.images import read_image, resample_to_roi, roi_overlaps_image
@@ -186,7 +165,7 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
             center = center_given if center_given is not None else label_center_world_mm(label_for_image(roi_label, image_path))
             roi = Roi(tuple(center), config.roi.size_mm, config.roi.res)
             overlap = roi_overlaps_image(volume, roi)
-            if overlap < 0.5:
+            if overlap < MIN_ROI_OVERLAP:
                 raise InputError(f"{image_path}: ROI centred at {np.round(center, 1).tolist()} mm lies outside the "
                                  f"image ({overlap:.0%} of it inside)")
             roi_image = normalise_intensities(resample_to_roi(volume, roi, default_value=float(volume.array.min())),
