@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+import torch
+
 from implicitseg.config import (
     DecoderConfig,
     EncoderConfig,
@@ -14,6 +17,14 @@ from implicitseg.config import (
     SurfaceSamplingConfig,
     TrainConfig,
 )
+from implicitseg.data.prepare import prepare_dataset
+from implicitseg.errors import InputError
+from implicitseg.geometry.frames import Roi
+from implicitseg.inference.pointcloud import dense_point_cloud
+from implicitseg.meshing.poisson import mesh_from_point_cloud
+from implicitseg.methods import Method
+from implicitseg.methods.pipeline import SurfacePrediction
+from implicitseg.training.run import load_model, train_run
 
 
 def _preset(name: str, res: int, encoder: EncoderConfig) -> NudfConfig:
@@ -46,3 +57,43 @@ def preset_config(name: str) -> NudfConfig:
     if name not in PRESETS:
         raise KeyError(name)
     return copy.deepcopy(PRESETS[name])
+
+
+def preset_for_res(res: int | None) -> str:
+    """The paper's preset for an ROI resolution (64 when none is given)."""
+    name = f"nudf{res or 64}"
+    if name not in PRESETS:
+        raise InputError(f"no NUDF preset for --res {res}; the presets take 64, 128, 256 or 512 "
+                         f"(or name one with --preset: {', '.join(PRESETS)})")
+    return name
+
+
+def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_zyx: np.ndarray, *,
+                device: torch.device, seed: int = 0) -> SurfacePrediction:
+    """Dense point cloud (encoder once, gradient projection) and mesh for one ROI image (res³, (Z, Y, X))."""
+    image = torch.from_numpy(np.ascontiguousarray(roi_image_zyx, dtype=np.float32))[None, None].to(device)
+    model.eval()
+    points_unit, cloud_stats = dense_point_cloud(model, image, config.point_cloud, seed=seed)
+    if len(points_unit) < 100:
+        raise InputError(f"the model found no surface in the ROI centred at {np.round(roi.center_world_mm, 1).tolist()} mm "
+                         f"({len(points_unit)} points came near its zero level): check the ROI centre and the image")
+    points_world_mm = roi.unit_to_world(points_unit)
+    mesh, mesh_stats = mesh_from_point_cloud(points_world_mm, config.meshing)
+    timings = {"encoder_s": cloud_stats["encoder_s"], "point_cloud_s": cloud_stats["point_cloud_s"],
+               "meshing_s": float(mesh_stats.get("total_s", sum(v for k, v in mesh_stats.items() if k.endswith("_s"))))}
+    counts = {"n_seeds": cloud_stats["n_seeds"], "n_survivors": cloud_stats["n_survivors"],
+              "n_points": cloud_stats["n_points"], "n_vertices": len(mesh.vertices_world_mm), "n_faces": len(mesh.faces)}
+    return SurfacePrediction(points_world_mm, mesh, timings, counts)
+
+
+METHOD = Method(
+    name="nudf",
+    description="neural unsigned distance field: conv encoder + point-wise decoder; open surfaces, finer than voxels",
+    config_class=NudfConfig,
+    presets=PRESETS,
+    preset_for_res=preset_for_res,
+    prepare=prepare_dataset,
+    train=train_run,
+    load=load_model,
+    predict_roi=predict_roi,
+)

@@ -1,0 +1,63 @@
+"""The CLI contract: --help everywhere; user errors exit 2 with one line naming the problem, no traceback."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from implicitseg.io.images import Volume, write_image
+
+
+def run_cli(*arguments, cwd=None):
+    return subprocess.run([sys.executable, "-m", "implicitseg.cli", *map(str, arguments)],
+                          capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command", ["synth", "prepare", "train", "predict", "evaluate", "demo"])
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def _assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path):
+    _assert_user_error(run_cli("prepare", tmp_path, "--method", "nudf", "--out", tmp_path / "prep"), "no dataset.json")
+    _assert_user_error(run_cli("prepare", tmp_path, "--method", "nosuch", "--out", tmp_path / "prep"), "unknown method")
+    _assert_user_error(run_cli("train", tmp_path, "--out", tmp_path / "run"), "manifest.json")
+    _assert_user_error(run_cli("predict", tmp_path / "norun", tmp_path, "--out", tmp_path / "o", "--roi-center", "0,0,0"),
+                       "no config.yaml")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("method: nudf\n")
+    _assert_user_error(run_cli("predict", tmp_path / "run", tmp_path, "--out", tmp_path / "o", "--roi-center", "1,2"),
+                       "--roi-center")
+    _assert_user_error(run_cli("predict", tmp_path / "run", tmp_path / "missing.nii.gz", "--out", tmp_path / "o",
+                               "--roi-center", "1,2,3"), "missing.nii.gz")
+    _assert_user_error(run_cli("evaluate", tmp_path / "nopred", tmp_path, "--out", tmp_path / "m"), "nopred")
+
+
+def test_unreadable_and_nan_images_are_named(tmp_path):
+    dataset = tmp_path / "data"
+    (dataset / "imagesTr").mkdir(parents=True)
+    (dataset / "labelsTr").mkdir()
+    (dataset / "imagesTr" / "a.nii.gz").write_bytes(b"garbage")
+    array = np.zeros((8, 8, 8), np.float32)
+    array[4, 4, 4] = np.nan
+    write_image(dataset / "imagesTr" / "b.nii.gz", Volume(array, np.eye(4)))
+    label = np.zeros((8, 8, 8), np.int16)
+    write_image(dataset / "labelsTr" / "a.nii.gz", Volume(label, np.eye(4)))
+    (dataset / "dataset.json").write_text(json.dumps(
+        {"name": "bad", "training": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}], "test": []}))
+    _assert_user_error(run_cli("prepare", dataset, "--method", "nudf", "--out", tmp_path / "prep"), "a.nii.gz")
+    (dataset / "dataset.json").write_text(json.dumps(
+        {"name": "bad", "training": [{"image": "imagesTr/b.nii.gz", "label": "labelsTr/a.nii.gz"}], "test": []}))
+    _assert_user_error(run_cli("prepare", dataset, "--method", "nudf", "--out", tmp_path / "prep"), "case ids do not match")
