@@ -67,7 +67,7 @@ def main() -> None:
     print(f"training cases {len(manifest['splits']['train'])}, validation {len(manifest['splits']['val'])}, "
           f"held-out test {len(results)}")
     print(f"prepare: {prepare_wall_s / max(len(manifest['cases']), 1):.2f} s per case (wall, {args.workers} workers)")
-    print(f"train: {train_wall_s / 60:.1f} min wall, {summary.get('epochs')} epochs, best val loss {summary.get('best_val_loss')}")
+    print(f"train: {train_wall_s / 60:.1f} min wall, {summary['epochs_completed']} epochs, best val loss {summary.get('best_val_loss')}")
     print(f"predict ({args.dense} dense points): encoder {stat('encoder_s')}, point cloud {stat('point_cloud_s')}, "
           f"meshing {stat('meshing_s')}, total {stat('total_s')}")
     print(f"dense points kept: median {int(np.median([r['counts']['n_points'] for r in results]))}")

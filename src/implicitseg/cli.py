@@ -88,7 +88,7 @@ def train(
 
     summary = pipeline.run_train(prep, out, method=method, preset=preset, max_epochs=max_epochs, max_time=max_time,
                                  devices=devices, resume=resume)
-    typer.echo(f"trained {summary.get('epochs', '?')} epochs; best val loss {summary.get('best_val_loss')}; run in {out}")
+    typer.echo(f"trained {summary['epochs_completed']} epochs; best val loss {summary['best_val_loss']:.4f}; run in {out}")
 
 
 @app.command()

@@ -100,14 +100,12 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
         raise InputError(f"{prep} was prepared for {manifest['method']!r}, not {method_name!r}; run prepare again")
     method_entry = get_method(method_name)
     prepared = config_from_dict(method_entry.config_class, manifest["config"], where=f"{prep}/manifest.json")
-    if preset is None or preset == prepared.preset:
-        config = prepared
-    else:
-        if preset not in method_entry.presets:
-            raise InputError(f"unknown preset {preset!r}; available: {', '.join(method_entry.presets)}")
-        config = config_from_dict(method_entry.config_class, config_to_dict(method_entry.presets[preset]))
-        # the data were prepared once: their ROI, intensities and samples stay as prepared
-        config.roi, config.intensity, config.sampling = prepared.roi, prepared.intensity, prepared.sampling
+    name = preset or prepared.preset
+    if name not in method_entry.presets:
+        raise InputError(f"unknown preset {name!r}; available: {', '.join(method_entry.presets)}")
+    config = config_from_dict(method_entry.config_class, config_to_dict(method_entry.presets[name]))
+    # the data were prepared once: their ROI, intensities and samples stay as prepared
+    config.roi, config.intensity, config.sampling = prepared.roi, prepared.intensity, prepared.sampling
     return method_entry.train(Path(prep), Path(out), config, max_epochs=max_epochs, max_time=max_time,
                               devices=devices, resume=resume, progress=show_progress)
 
