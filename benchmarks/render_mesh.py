@@ -52,7 +52,7 @@ def main() -> None:
     axes_3d.set_xlabel("x (L, mm)")
     axes_3d.set_ylabel("y (P, mm)")
     axes_3d.set_zlabel("z (S, mm)")
-    axes_3d.set_title(f"{case}: predicted surface, colour = distance to GT (0–2 mm)")
+    axes_3d.set_title(f"{case}: prediction, colour = distance to GT (0–2 mm)")
     axes_3d.view_init(elev=20, azim=-60)
 
     image = read_image(next((args.dataset / "imagesTs").glob(f"{case}.*")))
@@ -69,7 +69,7 @@ def main() -> None:
         axes_2d.scatter(points[near, 0], points[near, 1], s=0.5, c=colour, label=label)
     axes_2d.set_xlabel("x (L, mm)")
     axes_2d.set_ylabel("y (P, mm)")
-    axes_2d.set_title(f"world axial plane z = {z_plane:.1f} mm (image resampled; surfaces in world mm)")
+    axes_2d.set_title(f"image on the world plane z = {z_plane:.1f} mm (LPS)")
     axes_2d.legend(loc="lower right", markerscale=10)
     figure.tight_layout()
     with atomic_path(args.out) as temporary:

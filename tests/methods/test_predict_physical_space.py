@@ -15,6 +15,7 @@ import torch
 from helpers import AFFINE_CASES
 from implicitseg import methods
 from implicitseg.config import save_config
+from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import read_mesh, read_point_cloud
@@ -74,3 +75,16 @@ def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch,
     assert len(mesh.faces) > 3_000
     points = read_point_cloud(case_dir / "points.ply")  # its header names the space
     assert np.median(np.abs(np.linalg.norm(points - sphere_center, axis=1) - radius_mm)) < 0.1
+
+
+def test_roi_outside_the_image_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    affine = AFFINE_CASES["oblique"]
+    write_image(tmp_path / "case_1.nii.gz", Volume(np.zeros((20, 20, 20), np.float32), affine))
+    config = preset_config("nudf-demo")
+    save_config(tmp_path / "run" / "config.yaml", config)
+    fake_nudf = dataclasses.replace(methods.get_method("nudf"), load=lambda run, which, device: (ImageLevelSetModel(), config))
+    monkeypatch.setattr(methods, "_table", lambda: {"nudf": fake_nudf})
+    with pytest.raises(InputError, match="case_1.nii.gz: ROI .* outside the image"):
+        run_predict(tmp_path / "run", [tmp_path / "case_1.nii.gz"], tmp_path / "out", roi_center="500,500,500",
+                    show_progress=False)
+    assert not (tmp_path / "out" / "case_1").exists()

@@ -11,7 +11,8 @@ import numpy as np
 import point_cloud_utils as pcu
 
 
-def _mesh_arrays(vertices_world_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mesh_arrays(vertices_world_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous float64 (V, 3) vertices and int64 (F, 3) faces; a mesh without faces or with bad indices raises."""
     vertices = np.ascontiguousarray(vertices_world_mm, dtype=np.float64).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     if len(faces) == 0:
@@ -49,7 +50,7 @@ def closest_points_on_mesh(points_world_mm: np.ndarray, vertices_world_mm: np.nd
     ``points_world_mm``: (N, 3) world LPS mm. Returns ``distance_mm`` (N,) float64, ``closest_world_mm``
     (N, 3) float64 world LPS mm, ``face_index`` (N,) int64 (the face holding the closest point).
     """
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     points = _points_array(points_world_mm)
     if len(points) == 0:
         return np.zeros(0), np.zeros((0, 3)), np.zeros(0, dtype=np.int64)
@@ -77,7 +78,7 @@ def signed_distance_mm(points_world_mm: np.ndarray, vertices_world_mm: np.ndarra
     Inside/outside comes from the generalised winding number (fast winding numbers), so it is robust to
     small holes and open meshes; for a closed mesh with outward normals it matches the usual convention.
     """
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     points = _points_array(points_world_mm)
     if len(points) == 0:
         return np.zeros(0)

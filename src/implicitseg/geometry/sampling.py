@@ -28,7 +28,7 @@ import numpy as np
 import point_cloud_utils as pcu
 from scipy.spatial import cKDTree
 
-from implicitseg.geometry.distances import unsigned_distance_mm
+from implicitseg.geometry.distances import mesh_arrays, unsigned_distance_mm
 from implicitseg.geometry.frames import Roi
 
 if TYPE_CHECKING:
@@ -56,19 +56,9 @@ _RAY_CHUNK_FACES = 32_768
 # --------------------------------------------------------------------------------------------- mesh basics
 
 
-def _mesh_arrays(vertices_world_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    vertices = np.ascontiguousarray(vertices_world_mm, dtype=np.float64).reshape(-1, 3)
-    faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
-    if len(faces) == 0:
-        raise ValueError("the mesh has no faces")
-    if faces.min() < 0 or faces.max() >= len(vertices):
-        raise ValueError("mesh faces index vertices that do not exist")
-    return vertices, faces
-
-
 def face_geometry(vertices_world_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-face ``centroids`` (F, 3) mm, unit ``normals`` (F, 3) (right-hand rule) and ``areas`` (F,) mm²."""
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     corners = vertices[faces]
     cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     doubled_area = np.linalg.norm(cross, axis=1)
@@ -82,7 +72,7 @@ def sample_on_faces(vertices_world_mm: np.ndarray, faces: np.ndarray, n_points: 
 
     Returns ``points_world_mm`` (n_points, 3) float64 and ``face_index`` (n_points,) int64.
     """
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     if face_weights is None:
         face_weights = face_geometry(vertices, faces)[2]
     face_weights = np.asarray(face_weights, dtype=np.float64)
@@ -176,7 +166,7 @@ def shape_diameter_mm(vertices_world_mm: np.ndarray, faces: np.ndarray, *, side:
     faces are cast on a random subset of faces (drawn with ``rng``) and the others copy the value of the
     nearest cast face whose normal points the same way.
     """
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     side_name = side.name.lower() if isinstance(side, SampleSet) else str(side).lower()
     if side_name not in ("in", "out"):
         raise ValueError(f"side must be 'in' or 'out', got {side!r}")
@@ -255,7 +245,7 @@ def near_surface_samples(vertices_world_mm: np.ndarray, faces: np.ndarray, diame
     normal by ``|N(0, sigma_fraction × SD_side)|``. Returns ``points_world_mm`` (n_points, 3) float64 and
     ``sample_set`` (n_points,) uint8 (:class:`SampleSet` IN then OUT).
     """
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     _, normals, areas = face_geometry(vertices, faces)
     counts = {SampleSet.IN: n_points // 2, SampleSet.OUT: n_points - n_points // 2}
     points_per_side, labels = [], []
@@ -293,7 +283,7 @@ def training_samples(vertices_world_mm: np.ndarray, faces: np.ndarray, roi: Roi,
     """NUDF training samples for a surface (world LPS mm) and its ROI: ``config.n_near_surface`` near-surface
     points (half per side, see :func:`near_surface_samples`) then ``config.n_uniform`` uniform in the cube,
     each with its exact unsigned distance to the surface, all in unit coordinates / unit lengths."""
-    vertices, faces = _mesh_arrays(vertices_world_mm, faces)
+    vertices, faces = mesh_arrays(vertices_world_mm, faces)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     diameters = shape_diameters_mm(vertices, faces, config, rng, max_faces=max_faces)

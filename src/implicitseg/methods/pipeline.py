@@ -81,25 +81,19 @@ def run_prepare(dataset: Path, out: Path, *, method: str, preset: str | None = N
         return method_entry.prepare(Path(dataset), Path(out), config, workers=workers, progress=advance)
 
 
-def _read_manifest(prep: Path) -> dict:
-    path = Path(prep) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{prep}: not a prepared folder (no manifest.json); run `implicitseg prepare` first")
-    return json.loads(path.read_text())
-
-
 def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str | None = None,
               max_epochs: int | None = None, max_time: str | None = None, devices: int = 1, resume: bool = False,
               show_progress: bool = True) -> dict:
     """Train ``method`` on a prepared folder; the ROI, intensity and sampling settings come from PREP."""
+    from implicitseg.data.datasets import read_manifest
     from implicitseg.methods import get_method
 
-    manifest = _read_manifest(prep)
-    method_name = method or manifest["method"]
-    if method_name != manifest["method"]:
-        raise InputError(f"{prep} was prepared for {manifest['method']!r}, not {method_name!r}; run prepare again")
+    manifest = read_manifest(prep)
+    method_name = method or manifest.method
+    if method_name != manifest.method:
+        raise InputError(f"{prep} was prepared for {manifest.method!r}, not {method_name!r}; run prepare again")
     method_entry = get_method(method_name)
-    prepared = config_from_dict(method_entry.config_class, manifest["config"], where=f"{prep}/manifest.json")
+    prepared = config_from_dict(method_entry.config_class, manifest.config, where=f"{prep}/manifest.json")
     name = preset or prepared.preset
     if name not in method_entry.presets:
         raise InputError(f"unknown preset {name!r}; available: {', '.join(method_entry.presets)}")
