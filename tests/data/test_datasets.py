@@ -44,6 +44,7 @@ def small_config(points: int = 1000):
     config.roi.res = RES
     config.train.points_per_case = points
     config.train.val_points_per_case = points
+    config.train.sample_fractions = (0.45, 0.45, 0.10)
     return config
 
 
