@@ -57,11 +57,11 @@ def synth(
 @app.command()
 def prepare(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
-    method: Annotated[str, typer.Option(help="Method: nudf.")],
+    method: Annotated[str, typer.Option(help="Method: nudf, unet, or roi (the ROI detector).")],
     out: Annotated[Path, typer.Option(help="Folder for the prepared data (PREP).")],
     res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side (default: the preset's).")] = None,
     roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64, unet64, roi64).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
 ) -> None:
     """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json."""
@@ -98,15 +98,17 @@ def predict(
     out: Annotated[Path, typer.Option(help="Output folder: OUT/<case>/mesh.<fmt>, points.ply, prediction.json.")],
     roi_center: Annotated[Optional[str], typer.Option(help="ROI centre X,Y,Z in world LPS mm.")] = None,
     roi_label: Annotated[Optional[Path], typer.Option(help="Labelmap (or folder of <case> labelmaps) whose centre of mass is the ROI centre.")] = None,
+    roi_run: Annotated[Optional[Path], typer.Option(help="ROI detector run (train --method roi): finds the ROI centre in each whole image.")] = None,
     mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
 ) -> None:
-    """Predict a mesh and dense point cloud per image, in the image's physical space."""
+    """Predict a mesh per image (plus the dense point cloud, or a labelmap on the image grid), in the image's
+    physical space; the ROI is centred by exactly one of --roi-center, --roi-label, --roi-run."""
     from implicitseg.methods import pipeline
 
-    results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label,
+    results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
                                    mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device)
     for result in results:

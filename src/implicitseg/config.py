@@ -145,6 +145,72 @@ class NudfConfig:
     meshing: MeshingConfig = field(default_factory=MeshingConfig)
 
 
+@dataclass
+class UnetModelConfig:
+    """MONAI ``UNet`` (residual units, instance of ``monai.networks.nets.UNet``): one stride-2 level per entry of
+    ``channels`` after the first; ``num_res_units`` residual units per level."""
+
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 2
+    norm: str = "batch"
+    dropout: float = 0.0
+
+
+@dataclass
+class VoxelTrainConfig:
+    """Optimisation of voxel-wise segmentation networks (Dice + cross-entropy on whole ROI images)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    max_epochs: int = 1000
+    early_stopping_patience: int = 50
+    num_workers: int = 0
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class UnetConfig:
+    """3D U-Net baseline on the same ROI as NUDF; its surface is the isosurface at ``mesh_level`` of the foreground
+    probability, upsampled to the original image grid (NUDF paper's baseline)."""
+
+    method: str = "unet"
+    preset: str = "unet64"
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    model: UnetModelConfig = field(default_factory=UnetModelConfig)
+    train: VoxelTrainConfig = field(default_factory=VoxelTrainConfig)
+    mesh_level: float = 0.5
+
+
+@dataclass
+class DetectorGridConfig:
+    """The ROI detector's input: the image's world-axis bounding cube (side = its largest extent + ``margin_mm``)
+    resampled to ``res``³ isotropic voxels."""
+
+    res: int = 64
+    margin_mm: float = 0.0
+
+
+@dataclass
+class RoiDetectorConfig:
+    """Coarse whole-image U-Net whose foreground's centre of mass is the ROI centre (NUDF spec, "Region of interest")."""
+
+    method: str = "roi"
+    preset: str = "roi64"
+    grid: DetectorGridConfig = field(default_factory=DetectorGridConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    model: UnetModelConfig = field(default_factory=lambda: UnetModelConfig(channels=(16, 32, 64, 64)))
+    train: VoxelTrainConfig = field(default_factory=VoxelTrainConfig)
+    threshold: float = 0.5
+
+
+def input_res(config: Any) -> int:
+    """Voxels per side of a method's network input: the ROI's, or the ROI detector's whole-image grid's."""
+    return int(config.grid.res if isinstance(config, RoiDetectorConfig) else config.roi.res)
+
+
 def config_to_dict(config: Any) -> dict:
     """Plain nested dict (tuples become lists) for YAML/JSON."""
 

@@ -10,13 +10,13 @@ import pytest
 import trimesh
 from helpers import rotation_matrix, sphere_volume
 
-from implicitseg.config import IntensityConfig, NudfConfig, RoiConfig, SurfaceSamplingConfig
+from implicitseg.config import NudfConfig, RoiConfig, SurfaceSamplingConfig
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi, affine_from_geometry, index_to_world, world_to_index
 from implicitseg.io.dataset import Case, write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh
-from implicitseg.data.prepare import normalise_intensities, prepare_case, prepare_dataset, split_cases
+from implicitseg.data.prepare import prepare_case, prepare_dataset, split_cases
 
 SHAPE = (60, 56, 40)
 AFFINE = affine_from_geometry([-30.0, 25.0, -80.0], [1.1, 1.0, 1.5], rotation_matrix((15, -20, 30)))
@@ -120,20 +120,6 @@ def test_roi_outside_the_image_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="ROI outside the image"):
         prepare_case(as_case(tmp_path / "data", "far", entry), tmp_path / "prep", tiny_config(), "LPS")
     assert not (tmp_path / "prep" / "far").exists()
-
-
-def test_normalise_intensities_window_and_zscore() -> None:
-    hu = np.array([-3000.0, -1000.0, 0.0, 250.0, 1000.0, 4000.0])
-    np.testing.assert_allclose(normalise_intensities(hu, IntensityConfig()), [-1.0, -1.0, 0.0, 0.25, 1.0, 1.0])
-    np.testing.assert_allclose(normalise_intensities(hu, IntensityConfig(window=(-100.0, 300.0), scale=100.0)),
-                               [-1.0, -1.0, 0.0, 2.5, 3.0, 3.0])
-    mri = np.array([[10.0, 20.0], [30.0, 40.0]])
-    zscored = normalise_intensities(mri, IntensityConfig(mode="zscore"))
-    assert zscored.dtype == np.float32 and zscored.shape == (2, 2)
-    assert zscored.mean() == pytest.approx(0.0, abs=1e-6) and zscored.std() == pytest.approx(1.0, rel=1e-6)
-    np.testing.assert_array_equal(normalise_intensities(np.full(4, 7.0), IntensityConfig(mode="zscore")), 0.0)
-    with pytest.raises(InputError, match="'gamma'"):
-        normalise_intensities(hu, IntensityConfig(mode="gamma"))
 
 
 def test_split_is_deterministic_with_at_least_one_val_case() -> None:

@@ -13,7 +13,6 @@ from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.isosurface import (
     labelmap_to_mesh,
     probability_to_mesh,
-    roi_affine_lps,
     roi_probability_to_mesh,
 )
 
@@ -84,7 +83,7 @@ def test_probability_map_level_moves_the_surface() -> None:
 
 def test_roi_map_in_zyx_order_lands_at_the_right_world_place() -> None:
     roi = Roi((10.0, -40.0, 120.0), 40.0, 33)
-    assert np.allclose(index_to_world(np.array([[32.0, 0.0, 16.0]]), roi_affine_lps(roi)),
+    assert np.allclose(index_to_world(np.array([[32.0, 0.0, 16.0]]), roi.index_affine_lps),
                        roi.roi_index_to_world(np.array([[32.0, 0.0, 16.0]])))
     blob_world = np.array(roi.center_world_mm) + [12.0, -5.0, 3.0]
     grid_xyz = np.stack(np.meshgrid(*[np.arange(33)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)

@@ -84,7 +84,7 @@ def test_roi_outside_the_image_is_refused_and_nothing_is_written(tmp_path, monke
     save_config(tmp_path / "run" / "config.yaml", config)
     fake_nudf = dataclasses.replace(methods.get_method("nudf"), load=lambda run, which, device: (ImageLevelSetModel(), config))
     monkeypatch.setattr(methods, "_table", lambda: {"nudf": fake_nudf})
-    with pytest.raises(InputError, match="case_1.nii.gz: ROI .* outside the image"):
+    with pytest.raises(InputError, match="case_1.nii.gz: ROI outside the image"):
         run_predict(tmp_path / "run", [tmp_path / "case_1.nii.gz"], tmp_path / "out", roi_center="500,500,500",
                     show_progress=False)
     assert not (tmp_path / "out" / "case_1").exists()

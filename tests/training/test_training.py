@@ -14,7 +14,10 @@ from implicitseg.config import config_to_dict
 from implicitseg.errors import InputError
 from implicitseg.models.nudf import NudfModel
 from implicitseg.training.losses import clamped_l1_loss
-from implicitseg.training.run import AtomicCheckpointIO, load_model, parse_max_time, train_run
+from implicitseg.methods.nudf import METHOD
+from implicitseg.training.run import AtomicCheckpointIO, parse_max_time
+
+train_run, load_model = METHOD.train, METHOD.load
 
 STEPS_PER_EPOCH = 1  # two training cases in batches of two
 

@@ -1,5 +1,6 @@
 """Training augmentation on batched tensors (CPU or GPU): a random draw of parameters, then a deterministic rigid
-transform that moves the image and its sample points together (STYLE §8), plus Gaussian intensity noise.
+transform that moves the image and its sample points (or its labelmap) together (STYLE §8), plus Gaussian
+intensity noise.
 
 The transform acts in the unit frame, about the ROI centre: ``p' = R @ p + t`` for points ``p`` in unit
 ``(x, y, z)``. The image is resampled so that ``image_after(p') == image_before(p)``; distances to the surface
@@ -87,42 +88,78 @@ def voxels_to_unit(translation_voxels: torch.Tensor, image_shape_zyx: tuple[int,
     return translation_voxels * per_voxel
 
 
+def _transforms(params: RigidAugmentation, image_shape_zyx: tuple[int, int, int], *, dtype: torch.dtype,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3, 3) rotations, (B, 3) translations in unit lengths, and the (B,) mask of items that move."""
+    rotation = rotation_matrices(params.rotation_radians.to(device=device, dtype=dtype))
+    translation_unit = voxels_to_unit(params.translation_voxels.to(device=device, dtype=dtype), image_shape_zyx)
+    moved = params.rotation_radians.ne(0).any(dim=1) | params.translation_voxels.ne(0).any(dim=1)
+    return rotation, translation_unit, moved.to(device)
+
+
+def _warp(volume: torch.Tensor, rotation: torch.Tensor, translation_unit: torch.Tensor, moved: torch.Tensor, *,
+          mode: str, padding_mode: str) -> torch.Tensor:
+    """Resample the moved items of ``volume`` (B, C, D, H, W) so that ``after(R p + t) == before(p)``."""
+    if not bool(moved.any()):
+        return volume
+    # affine_grid maps output positions q to input positions: p = R^T (q - t).
+    inverse = rotation.transpose(1, 2)
+    theta = torch.cat([inverse, -(inverse @ translation_unit[:, :, None])], dim=2)[moved]
+    subset = volume[moved]
+    values = subset if subset.is_floating_point() else subset.to(torch.float32)
+    grid = F.affine_grid(theta.to(values.dtype), list(values.shape), align_corners=True)
+    resampled = F.grid_sample(values, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    out = volume.clone()
+    out[moved] = resampled.to(volume.dtype)
+    return out
+
+
+def _add_noise(image: torch.Tensor, params: RigidAugmentation) -> torch.Tensor:
+    sigma = params.noise_sigma.to(device=image.device, dtype=image.dtype)
+    if not bool((sigma > 0).any()):
+        return image
+    generator = torch.Generator(device=image.device).manual_seed(params.noise_seed)
+    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    return image + sigma.view(-1, 1, 1, 1, 1) * noise
+
+
+def _check_batch(image: torch.Tensor, params: RigidAugmentation) -> None:
+    if image.dim() != 5:
+        raise ValueError(f"expected an image batch (B, C, D, H, W), got {tuple(image.shape)}")
+    if image.shape[0] != params.batch_size:
+        raise ValueError(f"parameters for {params.batch_size} items, batch has {image.shape[0]}")
+
+
 def apply_augmentation(image: torch.Tensor, points_unit: torch.Tensor, params: RigidAugmentation, *,
                        padding_mode: str = "border") -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply ``params`` to a batch.
+    """Apply ``params`` to a batch of images and sample points.
 
     ``image``: (B, 1, D, H, W) float, (Z, Y, X); ``points_unit``: (B, N, 3) unit (x, y, z). Returns the moved
     image and points, same shapes; items without rotation or translation keep their exact image and points.
     Where the moved image needs values from outside the ROI, ``padding_mode`` (``grid_sample``'s) fills them;
     points may leave the unit cube.
     """
-    if image.dim() != 5 or points_unit.dim() != 3 or points_unit.shape[-1] != 3:
-        raise ValueError(f"expected image (B, 1, D, H, W) and points (B, N, 3), got {tuple(image.shape)} and "
-                         f"{tuple(points_unit.shape)}")
-    if image.shape[0] != params.batch_size or points_unit.shape[0] != params.batch_size:
-        raise ValueError(f"parameters for {params.batch_size} items, batch has {image.shape[0]}")
-    dtype, device = points_unit.dtype, points_unit.device
-    rotation = rotation_matrices(params.rotation_radians.to(device=device, dtype=dtype))
-    translation_unit = voxels_to_unit(params.translation_voxels.to(device=device, dtype=dtype),
-                                      tuple(image.shape[2:]))  # type: ignore[arg-type]
-    moved = params.rotation_radians.ne(0).any(dim=1) | params.translation_voxels.ne(0).any(dim=1)
-    moved = moved.to(device)
-    points_out = points_unit
-    image_out = image
-    if bool(moved.any()):
-        points_out = torch.where(moved[:, None, None],
-                                 points_unit @ rotation.transpose(1, 2) + translation_unit[:, None, :], points_unit)
-        # affine_grid maps output positions q to input positions: p = R^T (q - t).
-        inverse = rotation.transpose(1, 2)
-        theta = torch.cat([inverse, -(inverse @ translation_unit[:, :, None])], dim=2)[moved]
-        subset = image[moved]
-        grid = F.affine_grid(theta.to(image.dtype), list(subset.shape), align_corners=True)
-        resampled = F.grid_sample(subset, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
-        image_out = image.clone()
-        image_out[moved] = resampled
-    sigma = params.noise_sigma.to(device=image.device, dtype=image.dtype)
-    if bool((sigma > 0).any()):
-        generator = torch.Generator(device=image.device).manual_seed(params.noise_seed)
-        noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-        image_out = image_out + sigma.view(-1, 1, 1, 1, 1) * noise
-    return image_out, points_out
+    _check_batch(image, params)
+    if points_unit.dim() != 3 or points_unit.shape[-1] != 3 or points_unit.shape[0] != image.shape[0]:
+        raise ValueError(f"expected points (B, N, 3) for {image.shape[0]} images, got {tuple(points_unit.shape)}")
+    rotation, translation_unit, moved = _transforms(params, tuple(image.shape[2:]), dtype=points_unit.dtype,
+                                                    device=points_unit.device)
+    points_out = torch.where(moved[:, None, None],
+                             points_unit @ rotation.transpose(1, 2) + translation_unit[:, None, :], points_unit)
+    image_out = _warp(image, rotation, translation_unit, moved, mode="bilinear", padding_mode=padding_mode)
+    return _add_noise(image_out, params), points_out
+
+
+def warp_volumes(image: torch.Tensor, label: torch.Tensor, params: RigidAugmentation, *,
+                 padding_mode: str = "border") -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``params`` to a batch of images (B, 1, D, H, W) float and their labelmaps (B, 1, D, H, W), moving both
+    by the same rigid transform: trilinear for the image, nearest for the labels (background outside the grid);
+    noise goes on the image only."""
+    _check_batch(image, params)
+    if label.shape[0] != image.shape[0] or label.shape[2:] != image.shape[2:]:
+        raise ValueError(f"labelmap {tuple(label.shape)} does not match image {tuple(image.shape)}")
+    rotation, translation_unit, moved = _transforms(params, tuple(image.shape[2:]), dtype=image.dtype,
+                                                    device=image.device)
+    image_out = _warp(image, rotation, translation_unit, moved, mode="bilinear", padding_mode=padding_mode)
+    label_out = _warp(label, rotation, translation_unit, moved, mode="nearest", padding_mode="zeros")
+    return _add_noise(image_out, params), label_out

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from implicitseg.config import NudfConfig
+from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig
 from implicitseg.errors import InputError
 from implicitseg.geometry.sampling import SampleSet
 
 MANIFEST_NAME = "manifest.json"
 IMAGE_NAME = "image.npy"
 SAMPLES_NAME = "samples.npz"
+LABEL_NAME = "label.npy"
 
 
 class SurfaceSample(TypedDict):
@@ -38,6 +39,16 @@ class SurfaceSample(TypedDict):
     """(N, 3) float32, unit (x, y, z)."""
     distances_unit: torch.Tensor
     """(N,) float32, unsigned distance to the surface in unit lengths."""
+
+
+class LabelledVolume(TypedDict):
+    """One item of a voxel method (batched by the default collate)."""
+
+    case_id: str
+    image: torch.Tensor
+    """(1, D, H, W) float32, (Z, Y, X)."""
+    label: torch.Tensor
+    """(1, D, H, W) int64 class per voxel (0 background, 1 foreground), same grid as ``image``."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,31 @@ def read_manifest(prep_dir: str | Path) -> PrepManifest:
         splits={name: list(ids) for name, ids in splits.items()},
         config=dict(data.get("config") or {}),
     )
+
+
+def split_cases_of(prep_dir: str | Path, split: str, method: str, res: int, preset: str) -> PrepManifest:
+    """The manifest of ``prep_dir``, checked to be prepared for ``method`` at ``res`` and to have ``split``."""
+    manifest = read_manifest(prep_dir)
+    where = Path(prep_dir) / MANIFEST_NAME
+    if manifest.method != method:
+        raise InputError(f"{where}: prepared for method {manifest.method!r}, not {method!r}")
+    if manifest.res != res:
+        raise InputError(f"{where}: prepared at res {manifest.res}, but the config expects {res} "
+                         f"(preset {preset!r}); prepare again with --res {res}")
+    if split not in manifest.splits:
+        raise InputError(f"{where}: no split {split!r} (has {sorted(manifest.splits)})")
+    return manifest
+
+
+def load_volume_array(path: Path, expected_shape: tuple[int, ...] | None, dtype: type) -> np.ndarray:
+    """A prepared ``.npy`` volume; unreadable files or wrong shapes raise :class:`InputError` naming ``path``."""
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read ({error})") from None
+    if array.ndim != 3 or (expected_shape is not None and array.shape != expected_shape):
+        raise InputError(f"{path}: volume shape {array.shape}, expected {expected_shape or '(D, H, W)'}")
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def allocate_counts(total: int, fractions: tuple[float, ...], available: tuple[bool, ...]) -> list[int]:
@@ -147,15 +183,7 @@ class SurfaceSampleDataset(Dataset):
     def from_config(cls, prep_dir: str | Path, split: str, config: NudfConfig) -> "SurfaceSampleDataset":
         """The ``split`` (``train``: random draws, otherwise fixed draws) of a prepared folder, sized by
         ``config.train``; checks that the folder was prepared for ``config``'s method and resolution."""
-        manifest = read_manifest(prep_dir)
-        where = Path(prep_dir) / MANIFEST_NAME
-        if manifest.method != config.method:
-            raise InputError(f"{where}: prepared for method {manifest.method!r}, not {config.method!r}")
-        if manifest.res != config.roi.res:
-            raise InputError(f"{where}: prepared at res {manifest.res}, but the config expects {config.roi.res} "
-                             f"(preset {config.preset!r}); prepare again with --res {config.roi.res}")
-        if split not in manifest.splits:
-            raise InputError(f"{where}: no split {split!r} (has {sorted(manifest.splits)})")
+        manifest = split_cases_of(prep_dir, split, config.method, config.roi.res, config.preset)
         training = split == "train"
         return cls(
             prep_dir,
@@ -173,15 +201,8 @@ class SurfaceSampleDataset(Dataset):
     def _load_image(self, case: str) -> torch.Tensor:
         if case in self._images:
             return self._images[case]
-        path = self.prep_dir / case / IMAGE_NAME
-        try:
-            array = np.load(path)
-        except (OSError, ValueError) as error:
-            raise InputError(f"{path}: cannot read ({error})") from None
         expected = None if self.res is None else (self.res,) * 3
-        if array.ndim != 3 or (expected is not None and array.shape != expected):
-            raise InputError(f"{path}: image shape {array.shape}, expected {expected or '(D, H, W)'}")
-        image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        image = torch.from_numpy(load_volume_array(self.prep_dir / case / IMAGE_NAME, expected, np.float32))[None]
         if self.cache:
             self._images[case] = image
         return image
@@ -238,3 +259,40 @@ class SurfaceSampleDataset(Dataset):
             points_unit=torch.cat(points),
             distances_unit=torch.cat(distances),
         )
+
+
+class LabelledVolumeDataset(Dataset):
+    """One item per case: the prepared image and labelmap (``image.npy``, ``label.npy``, both (res, res, res) in
+    (Z, Y, X)), kept in memory after the first read."""
+
+    def __init__(self, prep_dir: str | Path, case_ids: list[str], *, res: int) -> None:
+        self.prep_dir = Path(prep_dir)
+        self.case_ids = list(case_ids)
+        self.res = int(res)
+        self._items: dict[str, LabelledVolume] = {}
+        missing = [str(self.prep_dir / case / name) for case in self.case_ids for name in (IMAGE_NAME, LABEL_NAME)
+                   if not (self.prep_dir / case / name).is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise InputError(f"{self.prep_dir}: missing prepared file(s): {shown}")
+
+    @classmethod
+    def from_config(cls, prep_dir: str | Path, split: str,
+                    config: UnetConfig | RoiDetectorConfig) -> "LabelledVolumeDataset":
+        """The ``split`` of a folder prepared for ``config``'s method at its resolution."""
+        res = config.grid.res if isinstance(config, RoiDetectorConfig) else config.roi.res
+        manifest = split_cases_of(prep_dir, split, config.method, res, config.preset)
+        return cls(prep_dir, manifest.splits[split], res=res)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> LabelledVolume:
+        case = self.case_ids[index]
+        if case not in self._items:
+            shape = (self.res,) * 3
+            image = load_volume_array(self.prep_dir / case / IMAGE_NAME, shape, np.float32)
+            label = load_volume_array(self.prep_dir / case / LABEL_NAME, shape, np.int64)
+            self._items[case] = LabelledVolume(case_id=case, image=torch.from_numpy(image)[None],
+                                               label=torch.from_numpy(label)[None])
+        return self._items[case]

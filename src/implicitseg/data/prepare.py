@@ -3,7 +3,7 @@
 Per case, into ``PREP/<case>/`` (DESIGN §5):
 
 - ``image.npy``: the ROI image, float32 ``(res, res, res)`` in ``(Z, Y, X)`` order (see ``geometry/frames.py``),
-  intensities normalised by :func:`normalise_intensities`;
+  intensities normalised by :func:`~implicitseg.io.intensities.normalise_intensities`;
 - ``samples.npz``: ``points`` (N, 3) float32 unit coordinates (x, y, z), ``distances`` (N,) float32 exact
   unsigned distance to the ground-truth surface in unit lengths, ``sample_set`` (N,) uint8
   (:class:`~implicitseg.geometry.sampling.SampleSet`: 0 = in, 1 = out, 2 = uniform);
@@ -21,16 +21,18 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from implicitseg.config import IntensityConfig, NudfConfig, config_to_dict, save_config
+from implicitseg.config import NudfConfig, RoiConfig, config_to_dict, input_res, save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.geometry.sampling import SampleSet, training_samples
 from implicitseg.io.atomic import write_json, write_npy, write_npz
 from implicitseg.io.dataset import Case, load_dataset
-from implicitseg.io.images import Volume, read_image, read_labelmap, resample_to_roi, roi_overlaps_image
+from implicitseg.io.images import Volume, read_image, read_labelmap, roi_overlaps_image
+from implicitseg.io.intensities import roi_image_of
 from implicitseg.io.meshes import Mesh, read_mesh
 from implicitseg.meshing.isosurface import labelmap_to_mesh
 from implicitseg.versions import versions
@@ -42,32 +44,34 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(n_done, n_total)`` after each case is prepared (as the synth stage does)."""
 
 
-def normalise_intensities(roi_image: np.ndarray, intensity_config: IntensityConfig) -> np.ndarray:
-    """Normalised copy of ``roi_image`` (any shape) as float32.
-
-    ``window`` mode: clip to ``window`` (e.g. HU) then divide by ``scale``; ``zscore`` mode: subtract the
-    mean and divide by the standard deviation over the whole array (a constant array becomes zeros).
-    """
-    image = np.asarray(roi_image, dtype=np.float64)
-    mode = intensity_config.mode
-    if mode == "window":
-        low, high = (float(v) for v in intensity_config.window)
-        if not low < high:
-            raise InputError(f"intensity window must be (low, high) with low < high, got {intensity_config.window}")
-        if not intensity_config.scale > 0:
-            raise InputError(f"intensity scale must be positive, got {intensity_config.scale}")
-        normalised = np.clip(image, low, high) / float(intensity_config.scale)
-    elif mode == "zscore":
-        std = float(image.std())
-        normalised = (image - image.mean()) / (std if std > 0 else 1.0)
-    else:
-        raise InputError(f"intensity mode must be 'window' or 'zscore', got {mode!r}")
-    return normalised.astype(np.float32)
-
-
 def _case_rng(case_identifier: str, seed: int) -> np.random.Generator:
     """A generator that depends only on the seed and the case id (same samples whatever the worker order)."""
     return np.random.default_rng([int(seed), zlib.crc32(case_identifier.encode("utf-8"))])
+
+
+def ground_truth_center_world_mm(case: Case, mesh_space: str) -> np.ndarray:
+    """Where a case's training ROI is centred (3,) world LPS mm: the mesh's area-weighted centroid when the case
+    has a mesh, else the centre of mass of its labelmap's voxels > 0 (as :func:`ground_truth_surface`)."""
+    if case.mesh is not None:
+        return ground_truth_surface(case, mesh_space)[1]
+    if case.label is None:
+        raise InputError(f"case {case.case_id!r}: neither a mesh nor a label to centre the ROI on")
+    labelmap = read_labelmap(case.label)
+    return labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)
+
+
+def checked_roi(image: Volume, center_world_mm: np.ndarray, roi_config: RoiConfig, image_path: Path,
+                what: str) -> Roi:
+    """The ROI of ``roi_config`` centred at ``center_world_mm``; refused (:class:`InputError`) when less than
+    :data:`MIN_ROI_OVERLAP` of it lies inside ``image``. ``what`` names the centre in the message."""
+    roi = Roi(tuple(center_world_mm), roi_config.size_mm, roi_config.res)
+    overlap = roi_overlaps_image(image, roi)
+    if overlap < MIN_ROI_OVERLAP:
+        centre = ", ".join(f"{c:.1f}" for c in center_world_mm)
+        raise InputError(
+            f"{image_path}: ROI outside the image: only {overlap:.0%} of the {roi.size_mm:g} mm ROI centred at "
+            f"{what} ({centre}) mm LPS lies inside the image")
+    return roi
 
 
 def ground_truth_surface(case: Case, mesh_space: str) -> tuple[Mesh, np.ndarray]:
@@ -105,21 +109,11 @@ def prepare_case(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str 
     mesh, center_world_mm = ground_truth_surface(case, mesh_space)
     timings["read_s"] = time.perf_counter() - start
 
-    roi = Roi(tuple(center_world_mm), config.roi.size_mm, config.roi.res)
-    overlap = roi_overlaps_image(image, roi)
-    if overlap < MIN_ROI_OVERLAP:
-        centre = ", ".join(f"{c:.1f}" for c in center_world_mm)
-        raise InputError(
-            f"{case.image}: ROI outside the image: only {overlap:.0%} of the {roi.size_mm:g} mm ROI centred at the "
-            f"ground truth's centre ({centre}) mm LPS lies inside the image; check that the mesh/label matches the "
-            f"image (mesh space {mesh_space})")
+    roi = checked_roi(image, center_world_mm, config.roi, case.image,
+                      f"the ground truth's centre (mesh space {mesh_space}; does the mesh/label match the image?)")
 
     start = time.perf_counter()
-    # Outside the image the ROI gets the image's minimum (air in CT, background in MRI), not 0.
-    roi_image = resample_to_roi(image, roi, interpolation="linear", default_value=float(image.array.min()))
-    roi_image = normalise_intensities(roi_image, config.intensity)
-    if not np.all(np.isfinite(roi_image)):
-        raise InputError(f"{case.image}: the ROI image holds NaN or infinite values after resampling")
+    roi_image = roi_image_of(image, roi, config.intensity, case.image)
     timings["roi_image_s"] = time.perf_counter() - start
 
     samples = training_samples(mesh.vertices_world_mm, mesh.faces, roi, config.sampling, _case_rng(case.case_id, seed))
@@ -160,17 +154,31 @@ def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str
     return {"train": [c for c in ordered if c not in set(val)], "val": val}
 
 
-def _prepare_or_name(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str, seed: int) -> dict:
-    """:func:`prepare_case`, with the case id put in front of any :class:`InputError` message."""
+CasePreparer = Callable[..., dict]
+"""``prepare_one(case, out_dir, config, mesh_space, *, seed) -> {"case", "timings_s", ...}`` for one case."""
+
+NUDF_MANIFEST_ENTRIES = {
+    "files": {"image": "image.npy", "samples": "samples.npz", "roi": "roi.json"},
+    "sample_sets": {str(int(s)): s.name.lower() for s in SampleSet},
+}
+"""What NUDF's manifest says of its per-case files and sample-set codes."""
+
+
+def _prepare_or_name(prepare_one: CasePreparer, case: Case, out_dir: Path, config: Any, mesh_space: str,
+                     seed: int) -> dict:
+    """``prepare_one``, with the case id put in front of any :class:`InputError` message."""
     try:
-        return prepare_case(case, out_dir, config, mesh_space, seed=seed)
+        return prepare_one(case, out_dir, config, mesh_space, seed=seed)
     except InputError as error:
         raise InputError(f"case {case.case_id!r}: {error}") from None
 
 
-def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, workers: int = 1,
-                    val_fraction: float = 0.2, seed: int = 0, progress: ProgressCallback | None = None) -> dict:
-    """Prepare every training case of the dataset at ``dataset_dir`` into ``out_dir`` and write the manifest.
+def prepare_dataset(dataset_dir: Path, out_dir: Path, config: Any, *, prepare_one: CasePreparer = prepare_case,
+                    manifest_entries: dict | None = None, workers: int = 1, val_fraction: float = 0.2, seed: int = 0,
+                    progress: ProgressCallback | None = None) -> dict:
+    """Prepare every training case of the dataset at ``dataset_dir`` into ``out_dir`` with ``prepare_one``
+    (default: NUDF's :func:`prepare_case`) and write the manifest, with ``manifest_entries`` (default
+    :data:`NUDF_MANIFEST_ENTRIES`: the per-case files and what their codes mean) added to it.
 
     Cases run in ``workers`` processes (``workers > 1``). The first case failing with :class:`InputError`
     stops the whole stage with that message (prefixed with the case id). Returns the manifest (also written
@@ -191,14 +199,15 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, wor
     total = len(dataset.training)
     if workers == 1:
         for case in dataset.training:
-            results[case.case_id] = _prepare_or_name(case, out_dir, config, dataset.mesh_space, seed)
+            results[case.case_id] = _prepare_or_name(prepare_one, case, out_dir, config, dataset.mesh_space, seed)
             if progress is not None:
                 progress(len(results), total)
     else:
         # forkserver: workers never inherit the caller's threads (torch, OpenMP), which plain fork can deadlock on.
         context = multiprocessing.get_context("forkserver")
         with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
-            futures = {pool.submit(_prepare_or_name, case, out_dir, config, dataset.mesh_space, seed): case.case_id
+            futures = {pool.submit(_prepare_or_name, prepare_one, case, out_dir, config, dataset.mesh_space, seed):
+                       case.case_id
                        for case in dataset.training}
             try:
                 for future in concurrent.futures.as_completed(futures):
@@ -214,12 +223,11 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: NudfConfig, *, wor
     manifest = {
         "method": config.method,
         "preset": config.preset,
-        "res": config.roi.res,
-        "roi_mm": config.roi.size_mm,
+        "res": input_res(config),
+        "roi_mm": config.roi.size_mm if hasattr(config, "roi") else None,
         "cases": case_ids,
         "splits": splits,
-        "sample_sets": {str(int(s)): s.name.lower() for s in SampleSet},
-        "files": {"image": "image.npy", "samples": "samples.npz", "roi": "roi.json"},
+        **(NUDF_MANIFEST_ENTRIES if manifest_entries is None else manifest_entries),
         "config": config_to_dict(config),
         "versions": versions(),
         "dataset": str(Path(dataset_dir).resolve()),

@@ -118,6 +118,15 @@ class Roi:
         """(N, 3) continuous ROI voxel indices (x, y, z) → world LPS mm."""
         return np.asarray(points_roi_index, dtype=np.float64) * self.spacing_mm + self.origin_world_mm
 
+    @property
+    def index_affine_lps(self) -> np.ndarray:
+        """4×4 affine from ROI voxel index (x, y, z) to world LPS mm: a ROI array in (Z, Y, X) order, transposed
+        to (X, Y, Z), is a volume with this affine."""
+        affine = np.eye(4)
+        affine[:3, :3] = np.eye(3) * self.spacing_mm
+        affine[:3, 3] = self.origin_world_mm
+        return affine
+
     def mm_to_unit(self, distance_mm: np.ndarray | float) -> np.ndarray | float:
         """Length in mm → length in unit coordinates."""
         return distance_mm / self.half_size_mm

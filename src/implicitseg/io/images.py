@@ -185,3 +185,44 @@ def roi_overlaps_image(volume: Volume, roi: Roi) -> float:
     index = world_to_index(roi.unit_to_world(lattice), volume.affine_lps)
     inside = np.all((index >= -0.5) & (index <= np.array(volume.shape) - 0.5), axis=1)
     return float(inside.mean())
+
+
+def roi_volume(values_zyx: np.ndarray, roi: Roi) -> Volume:
+    """A ``(res, res, res)`` ROI array in (Z, Y, X) order (a network's input or output) as a :class:`Volume`."""
+    values_zyx = np.asarray(values_zyx)
+    if values_zyx.shape != (roi.res,) * 3:
+        raise ValueError(f"expected a {(roi.res,) * 3} ROI array in (Z, Y, X) order, got {values_zyx.shape}")
+    return Volume(np.ascontiguousarray(values_zyx.transpose(2, 1, 0)), roi.index_affine_lps)
+
+
+def bounding_cube(volume: Volume, res: int, margin_mm: float = 0.0) -> Roi:
+    """The world-axis cube around the image (centre of its world bounding box, side = largest extent +
+    ``margin_mm``) on a ``res``³ grid: an isotropic, fixed-size view of a whole image of any shape or pose."""
+    low, high = volume.world_bounds_mm()
+    return Roi(tuple((low + high) / 2.0), float((high - low).max()) + float(margin_mm), int(res))
+
+
+def resample_onto_image(source: Volume, image: Volume, *, interpolation: str = "linear",
+                        default_value: float = 0.0) -> tuple[Volume, np.ndarray]:
+    """Resample ``source`` onto the voxel grid of ``image``, restricted to the index box of the image that covers
+    ``source`` (clipped to the image). Returns that crop as a :class:`Volume` (float32; outside ``source``:
+    ``default_value``) and its first voxel's index (3,) int in ``image``. An empty box raises :class:`InputError`.
+    """
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in interpolators:
+        raise ValueError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
+    shape = np.array(source.shape)
+    corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    corners_index = world_to_index(index_to_world(corners.astype(np.float64), source.affine_lps), image.affine_lps)
+    low = np.maximum(np.floor(corners_index.min(axis=0)).astype(int), 0)
+    high = np.minimum(np.ceil(corners_index.max(axis=0)).astype(int) + 1, np.array(image.shape))
+    if np.any(high <= low):
+        raise InputError("the region to resample does not overlap the image")
+    crop_affine = image.affine_lps.copy()
+    crop_affine[:3, 3] = index_to_world(low[None].astype(np.float64), image.affine_lps)[0]
+    reference = Volume(np.zeros(tuple(high - low), np.float32), crop_affine).to_sitk()
+    values = source.to_sitk()
+    if values.GetPixelID() != sitk.sitkFloat32:
+        values = sitk.Cast(values, sitk.sitkFloat32)
+    resampled = sitk.Resample(values, reference, sitk.Transform(), interpolators[interpolation], float(default_value))
+    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).astype(np.float32), crop_affine), low

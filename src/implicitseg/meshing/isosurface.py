@@ -64,18 +64,9 @@ def labelmap_to_mesh(volume: Volume, *, label: int | None = None, level: float =
     return probability_to_mesh(mask.astype(np.float32), volume.affine_lps, level=level, what=what)
 
 
-def roi_affine_lps(roi: Roi) -> np.ndarray:
-    """4×4 affine from ROI voxel index (x, y, z) to world LPS mm (built from the Roi's own conversions)."""
-    origin = roi.roi_index_to_world(np.zeros((1, 3)))[0]
-    affine = np.eye(4)
-    affine[:3, :3] = (roi.roi_index_to_world(np.eye(3)) - origin).T
-    affine[:3, 3] = origin
-    return affine
-
-
 def roi_probability_to_mesh(probability_zyx: np.ndarray, roi: Roi, *, level: float = 0.5) -> Mesh:
     """Isosurface of a ``(res, res, res)`` ROI map in ``(Z, Y, X)`` order (a network's output) in world LPS mm."""
     probability_zyx = np.asarray(probability_zyx)
     if probability_zyx.shape != (roi.res,) * 3:
         raise ValueError(f"expected a {(roi.res,) * 3} ROI array in (Z, Y, X) order, got {probability_zyx.shape}")
-    return probability_to_mesh(probability_zyx.transpose(2, 1, 0), roi_affine_lps(roi), level=level, what="ROI map")
+    return probability_to_mesh(probability_zyx.transpose(2, 1, 0), roi.index_affine_lps, level=level, what="ROI map")

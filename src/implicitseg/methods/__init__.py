@@ -20,7 +20,8 @@ class Method:
     - ``prepare(dataset_dir, out_dir, config, *, workers, progress) -> manifest``
     - ``train(prep_dir, run_dir, config, *, max_epochs, max_time, devices, resume) -> summary``
     - ``load(run_dir, which, map_location) -> (model, config)``
-    - ``predict_roi(model, config, roi, roi_image_zyx, *, device) -> SurfacePrediction``
+    - ``predict_roi(model, config, roi, roi_image_zyx, *, device, seed) -> RoiPrediction``, or ``None`` for a
+      method that only serves others (the ROI detector, used through ``predict --roi-run``)
     """
 
     name: str
@@ -31,13 +32,13 @@ class Method:
     prepare: Callable[..., dict]
     train: Callable[..., dict]
     load: Callable[..., tuple[Any, Any]]
-    predict_roi: Callable[..., Any]
+    predict_roi: Callable[..., Any] | None
 
 
 def _table() -> dict[str, Method]:
-    from implicitseg.methods import nudf
+    from implicitseg.methods import nudf, roi_detector, unet
 
-    return {"nudf": nudf.METHOD}
+    return {method.name: method for method in (nudf.METHOD, unet.METHOD, roi_detector.METHOD)}
 
 
 def get_method(name: str) -> Method:

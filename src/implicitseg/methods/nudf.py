@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 import torch
@@ -18,14 +19,16 @@ from implicitseg.config import (
     SurfaceSamplingConfig,
     TrainConfig,
 )
+from implicitseg.data.datasets import SurfaceSampleDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.pointcloud import dense_point_cloud
 from implicitseg.meshing.poisson import mesh_from_point_cloud
 from implicitseg.methods import Method
-from implicitseg.methods.pipeline import SurfacePrediction
-from implicitseg.training.run import load_model, train_run
+from implicitseg.methods.pipeline import RoiPrediction
+from implicitseg.training.module import NudfLightningModule
+from implicitseg.training.run import TrainingRecipe, load_model, train_run
 
 
 def _preset(name: str, res: int, encoder: EncoderConfig) -> NudfConfig:
@@ -73,7 +76,7 @@ def preset_for_res(res: int | None) -> str:
 
 
 def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_zyx: np.ndarray, *,
-                device: torch.device, seed: int = 0) -> SurfacePrediction:
+                device: torch.device, seed: int = 0) -> RoiPrediction:
     """Dense point cloud (encoder once, gradient projection) and mesh for one ROI image (res³, (Z, Y, X))."""
     image = torch.from_numpy(np.ascontiguousarray(roi_image_zyx, dtype=np.float32))[None, None].to(device)
     model.eval()
@@ -86,9 +89,11 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     timings = {"encoder_s": cloud_stats["encoder_s"], "point_cloud_s": cloud_stats["point_cloud_s"],
                "meshing_s": float(mesh_stats.get("total_s", sum(v for k, v in mesh_stats.items() if k.endswith("_s"))))}
     counts = {"n_seeds": cloud_stats["n_seeds"], "n_survivors": cloud_stats["n_survivors"],
-              "n_points": cloud_stats["n_points"], "n_vertices": len(mesh.vertices_world_mm), "n_faces": len(mesh.faces)}
-    return SurfacePrediction(points_world_mm, mesh, timings, counts)
+              "n_points": cloud_stats["n_points"]}
+    return RoiPrediction(timings, counts, mesh=mesh, points_world_mm=points_world_mm)
 
+
+RECIPE = TrainingRecipe(method="nudf", module_class=NudfLightningModule, dataset=SurfaceSampleDataset.from_config)
 
 METHOD = Method(
     name="nudf",
@@ -97,7 +102,7 @@ METHOD = Method(
     presets=PRESETS,
     preset_for_res=preset_for_res,
     prepare=prepare_dataset,
-    train=train_run,
-    load=load_model,
+    train=partial(train_run, RECIPE),
+    load=partial(load_model, RECIPE),
     predict_roi=predict_roi,
 )

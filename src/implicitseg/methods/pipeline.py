@@ -23,14 +23,25 @@ from implicitseg.io.meshes import Mesh
 from implicitseg.versions import versions
 
 
-@dataclass
-class SurfacePrediction:
-    """What a surface method predicts for one ROI: dense cloud and mesh in world LPS mm, timings in s."""
+DATA_SECTIONS = ("roi", "grid", "intensity", "sampling")
+"""Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
-    points_world_mm: np.ndarray
-    mesh: Mesh
+
+@dataclass
+class RoiPrediction:
+    """What a method predicts for one ROI, timings in s.
+
+    Surface methods give a mesh and its dense point cloud in world LPS mm; voxel methods give the foreground
+    probability on the ROI grid ``(res, res, res)`` in (Z, Y, X) order, which :func:`run_predict` upsamples to
+    the image grid, thresholds at ``probability_level`` into a labelmap and isosurfaces into a mesh.
+    """
+
     timings: dict[str, float]
     counts: dict[str, int]
+    mesh: Mesh | None = None
+    points_world_mm: np.ndarray | None = None
+    probability_zyx: np.ndarray | None = None
+    probability_level: float = 0.5
 
 
 def _progress_bar(description: str, total: int):
@@ -59,6 +70,12 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
     if name not in method.presets:
         raise InputError(f"unknown preset {name!r} for {method_name}; available: {', '.join(method.presets)}")
     config = config_from_dict(method.config_class, config_to_dict(method.presets[name]))
+    if not hasattr(config, "roi"):  # the ROI detector sees whole images on its own grid
+        if roi_mm is not None:
+            raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees the whole image)")
+        if res is not None:
+            config.grid.res = int(res)
+        return method, config
     if res is not None:
         config.roi.res = int(res)
     if roi_mm is not None:
@@ -98,8 +115,10 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
     if name not in method_entry.presets:
         raise InputError(f"unknown preset {name!r}; available: {', '.join(method_entry.presets)}")
     config = config_from_dict(method_entry.config_class, config_to_dict(method_entry.presets[name]))
-    # the data were prepared once: their ROI, intensities and samples stay as prepared
-    config.roi, config.intensity, config.sampling = prepared.roi, prepared.intensity, prepared.sampling
+    # the data were prepared once: their grid, intensities and samples stay as prepared
+    for section in DATA_SECTIONS:
+        if hasattr(config, section):
+            setattr(config, section, getattr(prepared, section))
     return method_entry.train(Path(prep), Path(out), config, max_epochs=max_epochs, max_time=max_time,
                               devices=devices, resume=resume, progress=show_progress)
 
@@ -118,29 +137,84 @@ def _select_device(device: str):
     return selected
 
 
+ROI_SOURCE_NAMES = {"center": "the given --roi-center", "label": "the --roi-label centre of mass",
+                    "detector": "the ROI detector's centre"}
+
+
+def _roi_centers(roi_center: str | None, roi_label: Path | None, roi_run: Path | None, device):
+    """A function ``(image_path, volume) -> (centre (3,) world LPS mm, source, details)`` for the one ROI source given."""
+    from implicitseg.inference.roi import detect_roi_center, label_center_world_mm, label_for_image, parse_center
+    from implicitseg.methods import get_method
+
+    given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
+                                      ("--roi-run", roi_run)) if value is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of --roi-center X,Y,Z (world LPS mm), --roi-label LABELMAP or --roi-run "
+                         f"ROI_RUN (a trained ROI detector); got {', '.join(given) or 'none'}")
+    if roi_center is not None:
+        center = parse_center(roi_center)
+        return lambda image_path, volume: (center, "center", {})
+    if roi_label is not None:
+        return lambda image_path, volume: (label_center_world_mm(label_for_image(roi_label, image_path)), "label", {})
+    detector, detector_config = get_method("roi").load(Path(roi_run), "best", device)
+
+    def detected(image_path: Path, volume):
+        found = detect_roi_center(detector, detector_config, volume, device=device, what=str(image_path))
+        return found.center_world_mm, "detector", {"roi_run": str(roi_run), "detector_voxels": found.n_voxels,
+                                                   "detector_max_probability": found.max_probability,
+                                                   "detector_s": found.time_s}
+
+    return detected
+
+
+def _write_probability_outputs(prediction: RoiPrediction, roi: Roi, volume, case_dir: Path) -> tuple[Mesh, dict]:
+    """Voxel methods: the ROI probability trilinearly upsampled onto the image grid → ``labelmap.nii.gz`` (the
+    image's grid and geometry, 1 where probability > level) and the mesh at that level (world LPS mm)."""
+    from implicitseg.io.images import Volume, resample_onto_image, roi_volume, write_image
+    from implicitseg.meshing.isosurface import probability_to_mesh
+
+    start = time.perf_counter()
+    level = prediction.probability_level
+    probability, low = resample_onto_image(roi_volume(prediction.probability_zyx, roi), volume,
+                                           interpolation="linear", default_value=0.0)
+    labelmap = np.zeros(volume.shape, dtype=np.uint8)
+    high = low + np.array(probability.shape)
+    labelmap[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = probability.array > level
+    write_image(case_dir / "labelmap.nii.gz", Volume(labelmap, volume.affine_lps))
+    mesh = probability_to_mesh(probability.array, probability.affine_lps, level=level,
+                               what=f"{case_dir.name}: predicted probability")
+    return mesh, {"upsample_and_mesh_s": time.perf_counter() - start}
+
+
 def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
-                roi_label: Path | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS",
-                checkpoint: str = "best", device: str = "auto", seed: int = 0,
+                roi_label: Path | None = None, roi_run: Path | None = None, mesh_format: str = "vtk",
+                mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto", seed: int = 0,
                 show_progress: bool = True) -> list[dict]:
-    """Predict each input image with the run's model; writes OUT/<case>/{mesh.<fmt>, points.ply, prediction.json}."""
-    from implicitseg.data.prepare import MIN_ROI_OVERLAP, normalise_intensities
-    from implicitseg.inference.roi import label_center_world_mm, label_for_image, parse_center
+    """Predict each input image with the run's model, its ROI centred by exactly one of ``roi_center`` (world LPS
+    mm), ``roi_label`` (a labelmap's centre of mass) or ``roi_run`` (a trained ROI detector).
+
+    Writes OUT/<case>/mesh.<fmt> and prediction.json, plus points.ply (surface methods) or labelmap.nii.gz on the
+    image's grid (voxel methods); all in the image's physical space.
+    """
+    from implicitseg.data.prepare import checked_roi
     from implicitseg.io.dataset import case_id, list_images
-    from implicitseg.io.images import read_image, resample_to_roi, roi_overlaps_image
+    from implicitseg.io.images import read_image
+    from implicitseg.io.intensities import roi_image_of
     from implicitseg.io.meshes import write_mesh, write_point_cloud
     from implicitseg.methods import get_method
 
-    if (roi_center is None) == (roi_label is None):
-        raise InputError("give exactly one of --roi-center X,Y,Z (world LPS mm) or --roi-label LABELMAP")
     if checkpoint not in ("best", "last"):
         raise InputError(f"--checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    center_given = parse_center(roi_center) if roi_center is not None else None
     run = Path(run)
     run_config = load_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else None
     if run_config is None:
         raise InputError(f"{run}: not a run folder (no config.yaml); run `implicitseg train` first")
     method = get_method(str(run_config.get("method")))
+    if method.predict_roi is None:
+        raise InputError(f"{run}: a run of method {method.name!r}, which does not predict on its own; "
+                         f"pass it to another method's prediction as --roi-run {run}")
     torch_device = _select_device(device)
+    center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
     images = list_images(inputs)
     model, config = method.load(run, checkpoint, torch_device)
     out = Path(out)
@@ -154,25 +228,28 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
             start = time.perf_counter()
             identifier = case_id(image_path)
             volume = read_image(image_path)
-            center = center_given if center_given is not None else label_center_world_mm(label_for_image(roi_label, image_path))
-            roi = Roi(tuple(center), config.roi.size_mm, config.roi.res)
-            overlap = roi_overlaps_image(volume, roi)
-            if overlap < MIN_ROI_OVERLAP:
-                raise InputError(f"{image_path}: ROI centred at {np.round(center, 1).tolist()} mm lies outside the "
-                                 f"image ({overlap:.0%} of it inside)")
-            roi_image = normalise_intensities(resample_to_roi(volume, roi, default_value=float(volume.array.min())),
-                                              config.intensity)
+            center, roi_source, roi_details = center_of(image_path, volume)
+            roi = checked_roi(volume, center, config.roi, image_path, ROI_SOURCE_NAMES[roi_source])
+            roi_image = roi_image_of(volume, roi, config.intensity, image_path)
             prediction = method.predict_roi(model, config, roi, roi_image, device=torch_device, seed=seed)
             case_dir = out / identifier
+            timings = dict(prediction.timings)
+            mesh = prediction.mesh
+            if prediction.probability_zyx is not None:
+                mesh, upsample_timings = _write_probability_outputs(prediction, roi, volume, case_dir)
+                timings.update(upsample_timings)
             mesh_path = case_dir / f"mesh.{mesh_format}"
-            write_mesh(mesh_path, prediction.mesh, space=mesh_space)
-            write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)
-            timings = {**prediction.timings, "total_s": time.perf_counter() - start}
+            write_mesh(mesh_path, mesh, space=mesh_space)
+            if prediction.points_world_mm is not None:
+                write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)
+            timings["total_s"] = time.perf_counter() - start
             record = {
                 "case": identifier, "image": str(image_path), "mesh": str(mesh_path), "mesh_space": mesh_space,
-                "roi": roi.to_json(), "roi_source": "center" if center_given is not None else "label",
+                "roi": roi.to_json(), "roi_source": roi_source, **roi_details,
                 "method": config.method, "preset": config.preset, "run": str(run), "checkpoint": checkpoint,
-                "device": str(torch_device), "timings": timings, "counts": prediction.counts, "versions": versions(),
+                "device": str(torch_device), "timings": timings,
+                "counts": {**prediction.counts, "n_vertices": len(mesh.vertices_world_mm), "n_faces": len(mesh.faces)},
+                "versions": versions(),
             }
             write_json(case_dir / "prediction.json", record)
             results.append(record)

@@ -1,50 +1,73 @@
-"""Lightning module that trains a NUDF network (NUDF spec, "Training")."""
+"""Lightning modules: one shared base (config as a plain-dict hyper-parameter, augmentation seeding, Adam) and
+one small subclass per kind of target: unsigned distances at points (NUDF) or labels on voxels (U-Net, ROI detector)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from monai.losses import DiceCELoss
 
-from implicitseg.config import NudfConfig, config_from_dict, config_to_dict
-from implicitseg.data.augment import apply_augmentation, draw_augmentation
-from implicitseg.data.datasets import SurfaceSample
-from implicitseg.models.nudf import NudfModel, build_model
+from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig, config_from_dict, config_to_dict
+from implicitseg.data.augment import apply_augmentation, draw_augmentation, warp_volumes
+from implicitseg.data.datasets import LabelledVolume, SurfaceSample
+from implicitseg.models.nudf import NudfModel
+from implicitseg.models.unet import build_unet
 from implicitseg.training.losses import clamped_l1_loss
 
 MODEL_PREFIX = "model."
 """Prefix of the network's parameters in a checkpoint's ``state_dict``."""
 
 
-class NudfLightningModule(L.LightningModule):
-    """Trains :class:`NudfModel` with the clamped L1 loss and Adam; augments training batches on their device.
+class ConfiguredModule(L.LightningModule):
+    """Base: builds ``self.model`` from a config of ``config_class``; only the config's plain-dict form is saved
+    as a hyper-parameter, so checkpoints load with ``torch.load(weights_only=True)``."""
 
-    ``config``: a :class:`NudfConfig` or its plain-dict form. Only the plain dict is saved as a hyper-parameter,
-    so checkpoints load with ``torch.load(weights_only=True)``.
-    """
+    config_class: ClassVar[type]
 
-    def __init__(self, config: NudfConfig | dict) -> None:
+    def __init__(self, config: Any) -> None:
         super().__init__()
-        if isinstance(config, NudfConfig):
+        if isinstance(config, self.config_class):
             config_dict = config_to_dict(config)
         else:
-            config_dict = config_to_dict(config_from_dict(NudfConfig, config, where="checkpoint hyper_parameters"))
+            config_dict = config_to_dict(config_from_dict(self.config_class, config, where="checkpoint hyper_parameters"))
         self.save_hyperparameters({"config": config_dict})
-        self.config: NudfConfig = config_from_dict(NudfConfig, config_dict)
-        self.model: NudfModel = build_model(self.config)
+        self.config = config_from_dict(self.config_class, config_dict)
+        self.model = self.build_model(self.config)
         # Created per epoch (on_train_epoch_start); a torch.Generator cannot be sent to spawned DDP processes.
         self._augment_generator: torch.Generator | None = None
 
-    def forward(self, image: torch.Tensor, points_unit: torch.Tensor) -> torch.Tensor:
-        """``image`` (B, 1, D, H, W), ``points_unit`` (B, N, 3) → distances (B, N), unit lengths."""
-        return self.model(image, points_unit)
+    @staticmethod
+    def build_model(config: Any) -> torch.nn.Module:
+        raise NotImplementedError
 
     def on_train_epoch_start(self) -> None:
         # Augmentation draws come from a CPU generator seeded by (seed, epoch, rank): DDP ranks draw different
         # transforms, and a resumed run draws what an uninterrupted one would have.
         seed = (self.config.train.seed * 1_000_003 + self.current_epoch) * 4099 + self.global_rank
         self._augment_generator = torch.Generator().manual_seed(seed)
+
+    def _log_loss(self, name: str, loss: torch.Tensor, batch_size: int) -> None:
+        self.log(name, loss, on_step=name.startswith("train"), on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.model.parameters(), lr=self.config.train.learning_rate)
+
+
+class NudfLightningModule(ConfiguredModule):
+    """Trains :class:`NudfModel` with the clamped L1 loss; augments training batches on their device."""
+
+    config_class = NudfConfig
+
+    @staticmethod
+    def build_model(config: NudfConfig) -> NudfModel:
+        return NudfModel(config)
+
+    def forward(self, image: torch.Tensor, points_unit: torch.Tensor) -> torch.Tensor:
+        """``image`` (B, 1, D, H, W), ``points_unit`` (B, N, 3) → distances (B, N), unit lengths."""
+        return self.model(image, points_unit)
 
     def _loss(self, image: torch.Tensor, points_unit: torch.Tensor, distances_unit: torch.Tensor) -> torch.Tensor:
         return clamped_l1_loss(self.model(image, points_unit), distances_unit, self.config.train.clamp_unit)
@@ -56,15 +79,50 @@ class NudfLightningModule(L.LightningModule):
             params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
             image, points_unit = apply_augmentation(image, points_unit, params)
         loss = self._loss(image, points_unit, batch["distances_unit"])
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=image.shape[0],
-                 sync_dist=True)
+        self._log_loss("train_loss", loss, image.shape[0])
         return loss
 
     def validation_step(self, batch: SurfaceSample, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch["image"], batch["points_unit"], batch["distances_unit"])
-        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0],
-                 sync_dist=True)
+        self._log_loss("val_loss", loss, batch["image"].shape[0])
         return loss
 
-    def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.model.parameters(), lr=self.config.train.learning_rate)
+
+class SegmentationLightningModule(ConfiguredModule):
+    """Trains a voxel-wise segmentation network (MONAI U-Net) with Dice + cross-entropy (softmax over classes);
+    the image and its labelmap are moved together by the same rigid augmentation."""
+
+    config_class = UnetConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    @staticmethod
+    def build_model(config: UnetConfig | RoiDetectorConfig) -> torch.nn.Module:
+        return build_unet(config.model)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (B, 1, D, H, W) → class logits (B, 2, D, H, W)."""
+        return self.model(image)
+
+    def training_step(self, batch: LabelledVolume, batch_idx: int) -> torch.Tensor:
+        image, label = batch["image"], batch["label"]
+        augment = self.config.train.augment
+        if augment.probability > 0:
+            params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
+            image, label = warp_volumes(image, label, params)
+        loss = self.loss_function(self.model(image), label)
+        self._log_loss("train_loss", loss, image.shape[0])
+        return loss
+
+    def validation_step(self, batch: LabelledVolume, batch_idx: int) -> torch.Tensor:
+        loss = self.loss_function(self.model(batch["image"]), batch["label"])
+        self._log_loss("val_loss", loss, batch["image"].shape[0])
+        return loss
+
+
+class DetectorLightningModule(SegmentationLightningModule):
+    """The ROI detector: the same segmentation training on the coarse whole-image grid."""
+
+    config_class = RoiDetectorConfig

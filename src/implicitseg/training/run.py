@@ -1,4 +1,5 @@
-"""Train a NUDF run folder with Lightning, resume it, and load its networks back (DESIGN §5).
+"""Train a run folder with Lightning, resume it, and load its network back (DESIGN §5), for any method: a
+:class:`TrainingRecipe` names the method's config class, Lightning module and dataset.
 
 ``RUN/config.yaml`` (the fully resolved config), ``RUN/checkpoints/{last,best}.ckpt`` (written atomically; only
 plain types and tensors, so ``torch.load(weights_only=True)`` reads them), ``RUN/logs/{csv,tensorboard}/``.
@@ -10,6 +11,8 @@ import copy
 import os
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,21 +23,37 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from implicitseg.config import NudfConfig, config_from_dict, config_to_dict, load_yaml, save_config
-from implicitseg.data.datasets import SurfaceSampleDataset
+from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save_config
 from implicitseg.errors import InputError
 from implicitseg.io.atomic import atomic_path
-from implicitseg.models.nudf import NudfModel, build_model
-from implicitseg.training.module import MODEL_PREFIX, NudfLightningModule
+from implicitseg.training.module import MODEL_PREFIX, ConfiguredModule
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 CHECKPOINTS = ("best", "last")
-IDENTITY_SECTIONS = ("method", "preset", "roi", "intensity", "sampling", "encoder", "decoder")
-"""Config sections a resumed run or a loaded checkpoint must share with ``RUN/config.yaml``."""
+RUNTIME_SECTIONS = ("train", "point_cloud", "meshing")
+"""Config sections that may change between sessions of a run; every other section (method, preset, data,
+network) must be the same in a resumed run, a loaded checkpoint and ``RUN/config.yaml``."""
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """What :func:`train_run` and :func:`load_model` need of a method.
+
+    ``module_class(config)`` builds the Lightning module (its ``.model`` is the network, its config class is
+    ``module_class.config_class``); ``dataset(prep_dir, split, config)`` gives the ``train`` / ``val`` dataset.
+    """
+
+    method: str
+    module_class: type[ConfiguredModule]
+    dataset: Callable[[Path, str, Any], Dataset]
+
+    @property
+    def config_class(self) -> type:
+        return self.module_class.config_class
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -73,7 +92,8 @@ def parse_max_time(text: str) -> timedelta:
 
 
 def _differing_sections(saved: dict, current: dict) -> list[str]:
-    return [name for name in IDENTITY_SECTIONS if saved.get(name) != current.get(name)]
+    names = sorted((set(saved) | set(current)) - set(RUNTIME_SECTIONS))
+    return [name for name in names if saved.get(name) != current.get(name)]
 
 
 def _read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
@@ -105,10 +125,10 @@ def _stopped_early(checkpoint: dict) -> bool:
     return False
 
 
-def train_run(prep_dir: Path, run_dir: Path, config: NudfConfig, *, max_epochs: int | None = None,
+def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any, *, max_epochs: int | None = None,
               max_time: str | None = None, devices: int = 1, resume: bool = False, progress: bool = True,
               accelerator: str = "auto") -> dict:
-    """Train ``config``'s network on the prepared folder ``prep_dir`` into ``run_dir``.
+    """Train ``config``'s network (the method of ``recipe``) on the prepared folder ``prep_dir`` into ``run_dir``.
 
     ``max_epochs``: total epochs of the run (counting earlier sessions; default ``config.train.max_epochs``).
     ``max_time``: wall-clock budget of this invocation, ``HH:MM:SS`` or ``DD:HH:MM:SS``, checked after each epoch.
@@ -150,8 +170,8 @@ def train_run(prep_dir: Path, run_dir: Path, config: NudfConfig, *, max_epochs: 
     elif checkpoint_dir.is_dir() and any(checkpoint_dir.glob("*.ckpt")):
         raise InputError(f"{run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
 
-    train_set = SurfaceSampleDataset.from_config(prep_dir, "train", config)
-    val_set = SurfaceSampleDataset.from_config(prep_dir, "val", config)
+    train_set = recipe.dataset(prep_dir, "train", config)
+    val_set = recipe.dataset(prep_dir, "val", config)
     if len(train_set) == 0 or len(val_set) == 0:
         raise InputError(f"{prep_dir}: the train and val splits need at least one case each "
                          f"(train {len(train_set)}, val {len(val_set)})")
@@ -200,7 +220,7 @@ def train_run(prep_dir: Path, run_dir: Path, config: NudfConfig, *, max_epochs: 
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
     )
-    module = NudfLightningModule(config)
+    module = recipe.module_class(config)
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=last_path if resume else None, weights_only=True)
     elapsed = time.perf_counter() - started
@@ -224,18 +244,19 @@ def train_run(prep_dir: Path, run_dir: Path, config: NudfConfig, *, max_epochs: 
     }
 
 
-def load_model(run_dir: Path, which: str = "best",
-               map_location: str | torch.device = "cpu") -> tuple[NudfModel, NudfConfig]:
+def load_model(recipe: TrainingRecipe, run_dir: Path, which: str = "best",
+               map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, Any]:
     """The network of ``run_dir`` (checkpoint ``which`` ∈ {best, last}) in eval mode on ``map_location``, and the
-    run's config. A checkpoint of another method or preset than ``RUN/config.yaml`` raises :class:`InputError`."""
+    run's config. A run or checkpoint of another method, or a checkpoint of another preset than
+    ``RUN/config.yaml``, raises :class:`InputError`."""
     run_dir = Path(run_dir)
     if which not in CHECKPOINTS:
         raise InputError(f"checkpoint {which!r}: expected one of {CHECKPOINTS}")
     config_path = run_dir / CONFIG_NAME
     saved = load_yaml(config_path)
-    if saved.get("method") != "nudf":
-        raise InputError(f"{config_path}: a run of method {saved.get('method')!r}, not 'nudf'")
-    config = config_from_dict(NudfConfig, saved, where=str(config_path))
+    if saved.get("method") != recipe.method:
+        raise InputError(f"{config_path}: a run of method {saved.get('method')!r}, not {recipe.method!r}")
+    config = config_from_dict(recipe.config_class, saved, where=str(config_path))
     path = run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
     checkpoint = _read_checkpoint(path, map_location="cpu")
     hyper = (checkpoint.get("hyper_parameters") or {}).get("config")
@@ -246,7 +267,7 @@ def load_model(run_dir: Path, which: str = "best",
                              f"disagrees with {config_path} in {', '.join(differing)}")
     state = {key[len(MODEL_PREFIX):]: value for key, value in checkpoint["state_dict"].items()
              if key.startswith(MODEL_PREFIX)}
-    model = build_model(config)
+    model = recipe.module_class.build_model(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -255,4 +276,4 @@ def load_model(run_dir: Path, which: str = "best",
     return model.to(map_location).eval(), config
 
 
-__all__ = ["AtomicCheckpointIO", "SessionTimer", "load_model", "parse_max_time", "train_run"]
+__all__ = ["AtomicCheckpointIO", "SessionTimer", "TrainingRecipe", "load_model", "parse_max_time", "train_run"]
