@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from implicitseg.geometry.frames import affine_from_geometry
 
@@ -36,3 +37,22 @@ def sphere_volume(affine_lps: np.ndarray, shape: tuple[int, int, int], center_wo
     world = index_to_world(index, affine_lps)
     distance = np.linalg.norm(world - np.asarray(center_world_mm), axis=1).reshape(shape)
     return np.where(distance <= radius_mm, inside, outside).astype(np.float32)
+
+
+def blurred_sphere_hu(affine_lps: np.ndarray, shape: tuple[int, int, int], center_world_mm: np.ndarray,
+                      radius_mm: float) -> np.ndarray:
+    """A CT-like sphere: 1000 HU inside, 0 HU outside, blurred (partial volume) over a few mm; 500 HU on the sphere."""
+    from implicitseg.geometry.frames import index_to_world
+
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    distance = np.linalg.norm(index_to_world(index, affine_lps) - center_world_mm, axis=1) - radius_mm
+    blood = 1.0 / (1.0 + np.exp(distance / 1.5))
+    return (blood * 1000.0).reshape(shape).astype(np.float32)
+
+
+class BrightIsForeground(torch.nn.Module):
+    """A segmentation 'network' (logits (B, 2, D, H, W)) whose foreground logit rises steeply where the normalised
+    image exceeds 0.5: it segments a bright object exactly, so tests can follow its output through the frames."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(image), (image - 0.5) * 20.0], dim=1)

@@ -61,3 +61,12 @@ def test_unreadable_and_nan_images_are_named(tmp_path):
     (dataset / "dataset.json").write_text(json.dumps(
         {"name": "bad", "training": [{"image": "imagesTr/b.nii.gz", "label": "labelsTr/a.nii.gz"}], "test": []}))
     _assert_user_error(run_cli("prepare", dataset, "--method", "nudf", "--out", tmp_path / "prep"), "case ids do not match")
+
+
+def test_roi_sources_and_whole_image_methods_refuse_what_does_not_apply(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("method: unet\n")
+    _assert_user_error(run_cli("predict", tmp_path / "run", tmp_path, "--out", tmp_path / "o", "--roi-center", "1,2,3",
+                               "--roi-run", tmp_path / "roi_run"), "exactly one of --roi-center")
+    _assert_user_error(run_cli("prepare", tmp_path, "--method", "roi", "--roi-mm", "50", "--out", tmp_path / "prep"),
+                       "--roi-mm does not apply to method 'roi'")

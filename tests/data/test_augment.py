@@ -9,7 +9,13 @@ import torch
 from torch.nn import functional as F
 
 from implicitseg.config import AugmentConfig
-from implicitseg.data.augment import RigidAugmentation, apply_augmentation, draw_augmentation, rotation_matrices
+from implicitseg.data.augment import (
+    RigidAugmentation,
+    apply_augmentation,
+    draw_augmentation,
+    rotation_matrices,
+    warp_volumes,
+)
 
 RES = 33
 
@@ -110,3 +116,23 @@ def test_unselected_items_are_untouched_and_noise_is_replayable() -> None:
     assert torch.equal(first_image[0], image[0]) and torch.equal(first_points, points)
     assert torch.equal(first_image, second_image)
     assert float((first_image[1] - image[1]).std()) == pytest.approx(0.05, rel=0.05)
+
+
+def test_labelmap_moves_with_its_image_and_stays_integer() -> None:
+    image = blob_image(torch.tensor([0.2, -0.1, 0.3]))
+    label = (image > 0.5).long()
+    params = RigidAugmentation(rotation_radians=torch.tensor([[0.2, -0.1, 0.3]]),
+                               translation_voxels=torch.tensor([[3.0, -2.0, 1.0]]),
+                               noise_sigma=torch.zeros(1), noise_seed=0)
+    moved_image, moved_label = warp_volumes(image, label, params)
+    assert moved_label.dtype == torch.long and set(moved_label.unique().tolist()) <= {0, 1}
+    # the moved labelmap still marks where the moved image is bright (nearest vs trilinear: edges may differ)
+    agreement = ((moved_image > 0.5).long() == moved_label).float().mean()
+    assert agreement > 0.995 and moved_label.sum() > 0.9 * label.sum()
+    # and it did move: the blob's centre shifted by the translation (3 voxels along x)
+    axis = torch.arange(RES, dtype=torch.float32)
+    x_before = (label[0, 0].sum(dim=(0, 1)) * axis).sum() / label.sum()
+    x_after = (moved_label[0, 0].sum(dim=(0, 1)) * axis).sum() / moved_label.sum()
+    assert abs(float(x_after - x_before)) > 1.5
+    with pytest.raises(ValueError, match="does not match"):
+        warp_volumes(image, label[:, :, :-1], params)

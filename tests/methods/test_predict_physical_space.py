@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import AFFINE_CASES
+from helpers import AFFINE_CASES, blurred_sphere_hu
 from implicitseg import methods
 from implicitseg.config import save_config
 from implicitseg.errors import InputError
@@ -36,13 +36,6 @@ class ImageLevelSetModel(torch.nn.Module):
         return (sampled[:, 0, :, 0, 0] - 0.5).abs() * 0.5
 
 
-def _sphere_image(affine, shape, center_world, radius_mm):
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
-    distance = np.linalg.norm(index_to_world(index, affine) - center_world, axis=1) - radius_mm
-    blood = 1.0 / (1.0 + np.exp(distance / 1.5))  # partial volume and blur over a few mm
-    return (blood * 1000.0).reshape(shape).astype(np.float32)  # 0 HU outside, 1000 HU inside
-
-
 @pytest.mark.parametrize("name", ["oblique", "flipped_oblique", "anisotropic"])
 @pytest.mark.parametrize("mesh_space", ["LPS", "RAS"])
 def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch, name, mesh_space):
@@ -51,7 +44,7 @@ def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch,
     center_world = index_to_world(np.array([[35.0, 32.0, 24.0]]), affine)[0]
     sphere_center = center_world + np.array([4.0, -3.0, 2.5])
     radius_mm = 12.0
-    write_image(tmp_path / "case_7.nii.gz", Volume(_sphere_image(affine, shape, sphere_center, radius_mm), affine))
+    write_image(tmp_path / "case_7.nii.gz", Volume(blurred_sphere_hu(affine, shape, sphere_center, radius_mm), affine))
 
     config = preset_config("nudf-demo")
     config.roi.size_mm, config.roi.res = 40.0, 48

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig
+from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig, input_res
 from implicitseg.errors import InputError
 from implicitseg.geometry.sampling import SampleSet
+from implicitseg.models.unet import input_multiple
 
 MANIFEST_NAME = "manifest.json"
 IMAGE_NAME = "image.npy"
@@ -59,7 +60,8 @@ class PrepManifest:
     method: str
     preset: str
     res: int
-    roi_mm: float
+    roi_mm: float | None
+    """ROI side in mm; None for a method that sees whole images (the ROI detector)."""
     splits: dict[str, list[str]]
     config: dict = field(default_factory=dict)
 
@@ -89,7 +91,7 @@ def read_manifest(prep_dir: str | Path) -> PrepManifest:
         method=str(data["method"]),
         preset=str(data.get("preset", "")),
         res=int(data["res"]),
-        roi_mm=float(data.get("roi_mm", 0.0)),
+        roi_mm=None if data.get("roi_mm") is None else float(data["roi_mm"]),
         splits={name: list(ids) for name, ids in splits.items()},
         config=dict(data.get("config") or {}),
     )
@@ -280,8 +282,11 @@ class LabelledVolumeDataset(Dataset):
     def from_config(cls, prep_dir: str | Path, split: str,
                     config: UnetConfig | RoiDetectorConfig) -> "LabelledVolumeDataset":
         """The ``split`` of a folder prepared for ``config``'s method at its resolution."""
-        res = config.grid.res if isinstance(config, RoiDetectorConfig) else config.roi.res
+        res = input_res(config)
         manifest = split_cases_of(prep_dir, split, config.method, res, config.preset)
+        if res % input_multiple(config.model):
+            raise InputError(f"{prep_dir}: res {res} is not a multiple of {input_multiple(config.model)}, which "
+                             f"the {config.preset} U-Net needs")
         return cls(prep_dir, manifest.splits[split], res=res)
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg.config import RoiDetectorConfig, UnetConfig
+from implicitseg.config import RoiDetectorConfig, UnetConfig, input_res
 from implicitseg.data.prepare import checked_roi, ground_truth_center_world_mm
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
@@ -22,6 +22,7 @@ from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
 from implicitseg.io.images import Volume, bounding_cube, read_image, read_labelmap, resample_to_roi
 from implicitseg.io.intensities import roi_image_of
+from implicitseg.models.unet import input_multiple
 
 LABEL_MANIFEST_ENTRIES = {
     "files": {"image": "image.npy", "label": "label.npy", "roi": "roi.json"},
@@ -30,14 +31,19 @@ LABEL_MANIFEST_ENTRIES = {
 """What a voxel method's manifest says of its per-case files and label values."""
 
 
+def check_grid_fits_network(config: UnetConfig | RoiDetectorConfig) -> None:
+    """The U-Net halves its grid once per stride: the input side must be a multiple of their product."""
+    multiple = input_multiple(config.model)
+    res = input_res(config)
+    if res % multiple:
+        raise InputError(f"--res {res}: the {config.preset} U-Net needs a multiple of {multiple} voxels per side")
+
+
 def _labelmap_of(case: Case) -> Volume:
     if case.label is None:
         raise InputError(f"case {case.case_id!r} has no labelmap; voxel methods (unet, roi) train on labelmaps "
                          f"(dataset.json 'label' entries)")
-    labelmap = read_labelmap(case.label)
-    if not (labelmap.array > 0).any():
-        raise InputError(f"{case.label}: empty labelmap (no voxel > 0)")
-    return labelmap
+    return read_labelmap(case.label)  # refuses an empty labelmap
 
 
 def _foreground_on_grid(labelmap: Volume, grid: Roi, path: Path) -> np.ndarray:
@@ -72,6 +78,7 @@ def prepare_unet_case(case: Case, out_dir: Path, config: UnetConfig, mesh_space:
                       seed: int = 0) -> dict:
     """One case for the U-Net baseline: the ROI NUDF would train on (centred on the mesh's centroid, or the
     labelmap's centre of mass without a mesh), its image and its labelmap. ``seed`` is unused (no sampling)."""
+    check_grid_fits_network(config)
     start = time.perf_counter()
     image = read_image(case.image)
     labelmap = _labelmap_of(case)
@@ -88,6 +95,7 @@ def prepare_detector_case(case: Case, out_dir: Path, config: RoiDetectorConfig, 
                           seed: int = 0) -> dict:
     """One case for the ROI detector: the whole image and its labelmap on the coarse grid of
     :func:`~implicitseg.io.images.bounding_cube` (what :func:`implicitseg.inference.roi.detect_roi_center` sees)."""
+    check_grid_fits_network(config)
     start = time.perf_counter()
     image = read_image(case.image)
     labelmap = _labelmap_of(case)

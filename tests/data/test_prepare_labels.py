@@ -1,0 +1,111 @@
+"""prepare for the U-Net baseline and the ROI detector: image and labelmap on the same grid, in the right place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import AFFINE_CASES, sphere_volume
+
+from implicitseg.data.prepare import prepare_dataset
+from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case, prepare_unet_case
+from implicitseg.errors import InputError
+from implicitseg.geometry.frames import Roi, index_to_world
+from implicitseg.io.dataset import Case, write_dataset_json
+from implicitseg.io.images import Volume, write_image
+from implicitseg.methods import roi_detector, unet
+
+SHAPE = (64, 56, 40)
+RADIUS_MM = 9.0
+
+
+def _case(root: Path, name: str, affine: np.ndarray, center_world: np.ndarray, *, label: bool = True) -> Case:
+    image = 1000.0 * sphere_volume(affine, SHAPE, center_world, RADIUS_MM)
+    write_image(root / "imagesTr" / f"{name}.nii.gz", Volume(image, affine))
+    if label:
+        write_image(root / "labelsTr" / f"{name}.nii.gz",
+                    Volume(sphere_volume(affine, SHAPE, center_world, RADIUS_MM).astype(np.uint8), affine))
+    return Case(name, root / "imagesTr" / f"{name}.nii.gz", root / "labelsTr" / f"{name}.nii.gz" if label else None, None)
+
+
+def _foreground_center_world(prep: Path, name: str) -> np.ndarray:
+    roi = Roi.from_json(json.loads((prep / name / "roi.json").read_text()))
+    label_zyx = np.load(prep / name / "label.npy")
+    return roi.roi_index_to_world(np.argwhere(label_zyx > 0)[:, ::-1].astype(np.float64)).mean(axis=0)
+
+
+@pytest.mark.parametrize("name", ["oblique", "flipped_oblique", "anisotropic"])
+def test_unet_case_holds_the_roi_image_and_its_label_in_place(tmp_path, name):
+    affine = AFFINE_CASES[name]
+    center = index_to_world(np.array([[30.0, 28.0, 20.0]]), affine)[0]
+    config = unet.preset_config("unet-demo")
+    config.roi.size_mm = 40.0
+    result = prepare_unet_case(_case(tmp_path, "c1", affine, center), tmp_path / "prep", config)
+    image, label = np.load(tmp_path / "prep" / "c1" / "image.npy"), np.load(tmp_path / "prep" / "c1" / "label.npy")
+    assert image.shape == label.shape == (32, 32, 32) and label.dtype == np.uint8 and image.dtype == np.float32
+    assert result["n_foreground"] == int(label.sum()) > 0
+    # the label marks the bright voxels of the image (same grid, same order) and sits at the sphere's centre
+    assert np.all(image[label == 1] > 0.5) and np.mean(image[label == 0] < 0.5) > 0.98
+    assert np.linalg.norm(_foreground_center_world(tmp_path / "prep", "c1") - center) < 0.5
+    volume_mm3 = label.sum() * (40.0 / 31) ** 3
+    assert volume_mm3 == pytest.approx(4 / 3 * np.pi * RADIUS_MM**3, rel=0.1)
+
+
+def test_detector_case_sees_the_whole_image_on_an_isotropic_cube(tmp_path):
+    affine = AFFINE_CASES["flipped_oblique"]
+    center = index_to_world(np.array([[10.0, 40.0, 12.0]]), affine)[0]  # off-centre in the image
+    prepare_detector_case(_case(tmp_path, "c1", affine, center), tmp_path / "prep", roi_detector.preset_config("roi32"))
+    roi_json = json.loads((tmp_path / "prep" / "c1" / "roi.json").read_text())
+    grid = Roi.from_json(roi_json)
+    corners = index_to_world(np.array([[i, j, k] for i in (0, SHAPE[0] - 1) for j in (0, SHAPE[1] - 1)
+                                       for k in (0, SHAPE[2] - 1)], dtype=float), affine)
+    assert np.abs(grid.world_to_unit(corners)).max() == pytest.approx(1.0) and grid.res == 32  # the cube fits
+    assert np.linalg.norm(_foreground_center_world(tmp_path / "prep", "c1") - center) < grid.spacing_mm
+    assert np.linalg.norm(np.array(roi_json["label_center_world_mm"]) - center) < 0.5
+
+
+def test_voxel_methods_need_a_label_that_survives_the_grid(tmp_path):
+    affine = AFFINE_CASES["oblique"]
+    center = index_to_world(np.array([[30.0, 28.0, 20.0]]), affine)[0]
+    with pytest.raises(InputError, match="'c1' has no labelmap"):
+        prepare_unet_case(_case(tmp_path, "c1", affine, center, label=False), tmp_path / "prep",
+                          unet.preset_config("unet-demo"))
+    write_image(tmp_path / "labelsTr" / "c2.nii.gz", Volume(np.zeros(SHAPE, np.uint8), affine))
+    case = Case("c2", _case(tmp_path, "c1", affine, center).image, tmp_path / "labelsTr" / "c2.nii.gz", None)
+    with pytest.raises(InputError, match="c2.nii.gz: labelmap is empty"):
+        prepare_detector_case(case, tmp_path / "prep", roi_detector.preset_config("roi32"))
+    tiny = np.zeros(SHAPE, np.uint8)
+    tiny[30, 28, 20] = 1  # one voxel: less than half of any 4 mm detector voxel
+    write_image(tmp_path / "labelsTr" / "c3.nii.gz", Volume(tiny, affine))
+    case = Case("c3", case.image, tmp_path / "labelsTr" / "c3.nii.gz", None)
+    with pytest.raises(InputError, match="no foreground left on the 32³ grid"):
+        prepare_detector_case(case, tmp_path / "prep", roi_detector.preset_config("roi32"))
+
+
+def test_prepare_dataset_for_the_unet_writes_its_manifest(tmp_path):
+    affine = AFFINE_CASES["anisotropic"]
+    center = index_to_world(np.array([[30.0, 28.0, 20.0]]), affine)[0]
+    entries = []
+    for name in ("a", "b", "c"):
+        _case(tmp_path / "data", name, affine, center)
+        entries.append({"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz"})
+    write_dataset_json(tmp_path / "data", name="spheres", modality="CT", labels={"0": "background", "1": "ball"},
+                       training=entries, test=[])
+    config = unet.preset_config("unet-demo")
+    config.roi.size_mm = 30.0
+    manifest = prepare_dataset(tmp_path / "data", tmp_path / "prep", config, prepare_one=prepare_unet_case,
+                               manifest_entries=LABEL_MANIFEST_ENTRIES)
+    on_disk = json.loads((tmp_path / "prep" / "manifest.json").read_text())
+    assert on_disk["method"] == "unet" and on_disk["res"] == 32 and on_disk["roi_mm"] == 30.0
+    assert on_disk["files"] == {"image": "image.npy", "label": "label.npy", "roi": "roi.json"}
+    assert sorted(manifest["cases"]) == ["a", "b", "c"] and len(manifest["splits"]["val"]) == 1
+
+
+def test_a_grid_the_unet_cannot_halve_is_refused_before_any_work(tmp_path):
+    config = unet.preset_config("unet-demo")
+    config.roi.res = 36
+    case = Case("c1", tmp_path / "missing.nii.gz", tmp_path / "missing_label.nii.gz", None)
+    with pytest.raises(InputError, match="--res 36: the unet-demo U-Net needs a multiple of 8"):
+        prepare_unet_case(case, tmp_path / "prep", config)
