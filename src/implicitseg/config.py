@@ -94,6 +94,8 @@ class TrainConfig:
     points_per_case: int = 15_000
     sample_fractions: tuple[float, float, float] = (0.45, 0.45, 0.10)
     clamp_unit: float = 0.1
+    clamp_keeps_gradient: bool = True
+    """(fix) near-surface points predicted beyond the clamp still get a gradient; False: the reference loss."""
     learning_rate: float = 1e-4
     batch_size: int = 4
     max_epochs: int = 1000

@@ -47,12 +47,26 @@ def copy_run(trained_run: tuple[Path, dict], tmp_path: Path) -> Path:
 def test_clamped_l1_loss_known_values() -> None:
     predicted = torch.tensor([[0.05, 0.5, 0.3], [0.0, 0.0, 0.0]], requires_grad=True)
     target = torch.tensor([[0.02, 0.2, 0.05], [0.1, 0.1, 0.1]])
-    loss = clamped_l1_loss(predicted, target, clamp_unit=0.1)
-    # row 0: 0.03 + |0.1 - 0.1| + |0.1 - 0.05| = 0.08; row 1: 0.3; mean over the batch of per-row sums
+    loss = clamped_l1_loss(predicted, target, clamp_unit=0.1, keep_gradient_above_clamp=False)
+    # reference: row 0: 0.03 + |0.1 - 0.1| + |0.1 - 0.05| = 0.08; row 1: 0.3; mean over the batch of per-row sums
     assert float(loss.detach()) == pytest.approx((0.08 + 0.3) / 2)
     loss.backward()
-    # predictions above the clamp get no gradient (the reference loss); those below get ±1/B
+    # predictions above the clamp get no gradient; those below get ±1/B
     torch.testing.assert_close(predicted.grad, torch.tensor([[0.5, 0.0, 0.0], [-0.5, -0.5, -0.5]]))
+
+
+def test_clamped_l1_loss_fix_pulls_down_near_points_predicted_beyond_the_clamp() -> None:
+    predicted = torch.tensor([[0.05, 0.5, 0.3], [0.0, 0.0, 0.0]], requires_grad=True)
+    target = torch.tensor([[0.02, 0.2, 0.05], [0.1, 0.1, 0.1]])
+    loss = clamped_l1_loss(predicted, target, clamp_unit=0.1)
+    # row 0: 0.03 + 0 (far point predicted far) + |0.3 - 0.05| = 0.28; row 1 unchanged: 0.3
+    assert float(loss.detach()) == pytest.approx((0.28 + 0.3) / 2)
+    loss.backward()
+    torch.testing.assert_close(predicted.grad, torch.tensor([[0.5, 0.0, 0.5], [-0.5, -0.5, -0.5]]))
+    # a network predicting beyond the clamp everywhere still learns (the reference's gradient would be all zero)
+    everywhere_far = torch.full((1, 4), 0.5, requires_grad=True)
+    clamped_l1_loss(everywhere_far, torch.tensor([[0.01, 0.02, 0.3, 0.5]]), 0.1).backward()
+    assert everywhere_far.grad[0, :2].gt(0).all()
 
 
 def test_two_epoch_run_writes_checkpoints_config_and_logs(trained_run, tiny_config) -> None:

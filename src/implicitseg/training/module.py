@@ -70,7 +70,8 @@ class NudfLightningModule(ConfiguredModule):
         return self.model(image, points_unit)
 
     def _loss(self, image: torch.Tensor, points_unit: torch.Tensor, distances_unit: torch.Tensor) -> torch.Tensor:
-        return clamped_l1_loss(self.model(image, points_unit), distances_unit, self.config.train.clamp_unit)
+        return clamped_l1_loss(self.model(image, points_unit), distances_unit, self.config.train.clamp_unit,
+                               keep_gradient_above_clamp=self.config.train.clamp_keeps_gradient)
 
     def training_step(self, batch: SurfaceSample, batch_idx: int) -> torch.Tensor:
         image, points_unit = batch["image"], batch["points_unit"]
