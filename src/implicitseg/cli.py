@@ -133,13 +133,15 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo_out"),
-    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 4.0,
+    minutes: Annotated[float, typer.Option(help="NUDF training time budget in minutes.")] = 4.0,
+    detector_minutes: Annotated[float, typer.Option(help="ROI detector training time budget in minutes.")] = 1.0,
     cases: Annotated[int, typer.Option(min=3, help="Synthetic training cases.")] = 12,
 ) -> None:
-    """synth → prepare → train (short) → predict → evaluate, on CPU in minutes."""
+    """synth → prepare → train NUDF and the ROI detector (short) → predict raw test images → evaluate, on CPU in
+    minutes."""
     from implicitseg.methods import pipeline
 
-    pipeline.run_demo(out, train_minutes=minutes, n_cases=cases, echo=typer.echo)
+    pipeline.run_demo(out, train_minutes=minutes, detector_minutes=detector_minutes, n_cases=cases, echo=typer.echo)
 
 
 def main() -> None:

@@ -266,9 +266,16 @@ def run_evaluate(pred: Path, gt: Path, out: Path, *, kind: str = "surface", gt_s
     return format_table(summary)
 
 
-def run_demo(out: Path, *, train_minutes: float = 4.0, n_cases: int = 12, seed: int = 0,
-             echo: Callable[[str], None] = print) -> dict:
-    """synth → prepare → train → predict → evaluate with the small CPU preset; returns the metric summary."""
+def _hms(seconds: float) -> str:
+    seconds = max(int(seconds), 10)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_demo(out: Path, *, train_minutes: float = 4.0, detector_minutes: float = 1.0, n_cases: int = 12,
+             seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+    """synth → prepare → train NUDF and the ROI detector → predict the test images (ROI found by the detector,
+    no label needed) → evaluate, with the small CPU presets; returns the metric summary. Re-running it in the
+    same folder continues from what is already there."""
     out = Path(out)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -278,22 +285,23 @@ def run_demo(out: Path, *, train_minutes: float = 4.0, n_cases: int = 12, seed: 
     timings["synth_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    prep = out / "prep"
+    prep, prep_roi = out / "prep", out / "prep_roi"
     if not (prep / "manifest.json").is_file():
         run_prepare(dataset, prep, method="nudf", preset="nudf-demo", workers=2)
+    if not (prep_roi / "manifest.json").is_file():
+        run_prepare(dataset, prep_roi, method="roi", preset="roi32", workers=2)
     timings["prepare_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    run = out / "run"
-    seconds = max(int(train_minutes * 60), 10)
-    run_train(prep, run, max_time=f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
-              resume=(run / "checkpoints" / "last.ckpt").is_file())
+    run, run_roi = out / "run", out / "run_roi"
+    run_train(prep_roi, run_roi, max_time=_hms(detector_minutes * 60),
+              resume=(run_roi / "checkpoints" / "last.ckpt").is_file())
+    run_train(prep, run, max_time=_hms(train_minutes * 60), resume=(run / "checkpoints" / "last.ckpt").is_file())
     timings["train_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     predictions = out / "predictions"
-    # No ROI detector in this release: the ROI is centred on each test case's labelmap (a coarse segmentation).
-    run_predict(run, [dataset], predictions, roi_label=dataset / "labelsTs")
+    run_predict(run, [dataset], predictions, roi_run=run_roi)
     timings["predict_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -301,7 +309,8 @@ def run_demo(out: Path, *, train_minutes: float = 4.0, n_cases: int = 12, seed: 
     timings["evaluate_s"] = time.perf_counter() - start
     write_json(out / "demo.json", {"timings": timings, "versions": versions()})
     echo(table)
-    echo(f"dataset:     {dataset}\nrun:         {run}  (checkpoints, logs/)\npredictions: {predictions}/<case>/mesh.vtk, "
-         f"points.ply (world LPS mm: open them over the image in 3D Slicer)\nmetrics:     {out / 'metrics.csv'}\n"
+    echo(f"dataset:     {dataset}\nruns:        {run} (NUDF), {run_roi} (ROI detector): checkpoints, logs/\n"
+         f"predictions: {predictions}/<case>/mesh.vtk, points.ply (world LPS mm: open them over the image in 3D "
+         f"Slicer)\nmetrics:     {out / 'metrics.csv'}\n"
          f"time:        " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items()))
     return json.loads((out / "metrics.summary.json").read_text())
