@@ -31,3 +31,13 @@ def test_logits_have_the_input_grid_and_two_classes():
 def test_strides_must_match_levels():
     with pytest.raises(InputError, match="3 channel entries need 2 strides"):
         build_unet(UnetModelConfig(channels=(4, 8, 8), strides=(2,)))
+
+
+def test_presets_are_chosen_by_resolution_and_copied():
+    assert unet.preset_for_res(None) == "unet64" and unet.preset_for_res(128) == "unet128"
+    assert roi_detector.preset_for_res(32) == "roi32" and nudf.preset_for_res(256) == "nudf256"
+    with pytest.raises(InputError, match="no U-Net preset for --res 48; the presets take 64, 128, 256"):
+        unet.preset_for_res(48)
+    first = unet.preset_config("unet64")
+    first.roi.res = 8
+    assert unet.preset_config("unet64").roi.res == 64

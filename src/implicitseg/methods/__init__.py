@@ -5,9 +5,10 @@ Adding a method = one module in this package that builds a :class:`Method`, and 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from implicitseg.errors import InputError
 
@@ -33,6 +34,30 @@ class Method:
     train: Callable[..., dict]
     load: Callable[..., tuple[Any, Any]]
     predict_roi: Callable[..., Any] | None
+
+
+PresetConfig = TypeVar("PresetConfig")
+
+
+def copy_preset(presets: Mapping[str, PresetConfig], name: str) -> PresetConfig:
+    """A fresh (deep) copy of preset ``name``; an unknown name raises ``KeyError``."""
+    return copy.deepcopy(presets[name])
+
+
+def preset_chooser(presets: Mapping[str, Any], prefix: str, label: str,
+                   default_res: int = 64) -> Callable[[int | None], str]:
+    """``choose(res)`` → the preset named ``<prefix><res>`` (``default_res`` when ``res`` is None); a resolution
+    without a preset raises :class:`InputError` listing the presets."""
+    sizes = [name[len(prefix):] for name in presets if name[len(prefix):].isdigit()]
+
+    def choose(res: int | None) -> str:
+        name = f"{prefix}{res or default_res}"
+        if name not in presets:
+            raise InputError(f"no {label} preset for --res {res}; the presets take {', '.join(sizes)} "
+                             f"(or name one with --preset: {', '.join(presets)})")
+        return name
+
+    return choose
 
 
 def _table() -> dict[str, Method]:

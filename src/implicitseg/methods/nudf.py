@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import numpy as np
@@ -25,7 +24,7 @@ from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.pointcloud import dense_point_cloud
 from implicitseg.meshing.poisson import mesh_from_point_cloud
-from implicitseg.methods import Method
+from implicitseg.methods import Method, copy_preset, preset_chooser
 from implicitseg.methods.pipeline import RoiPrediction
 from implicitseg.training.module import NudfLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
@@ -59,20 +58,10 @@ PRESETS: dict[str, NudfConfig] = {
 }
 
 
-def preset_config(name: str) -> NudfConfig:
-    """A fresh copy of preset ``name``."""
-    if name not in PRESETS:
-        raise KeyError(name)
-    return copy.deepcopy(PRESETS[name])
-
-
-def preset_for_res(res: int | None) -> str:
-    """The paper's preset for an ROI resolution (64 when none is given)."""
-    name = f"nudf{res or 64}"
-    if name not in PRESETS:
-        raise InputError(f"no NUDF preset for --res {res}; the presets take 64, 128, 256 or 512 "
-                         f"(or name one with --preset: {', '.join(PRESETS)})")
-    return name
+preset_config = partial(copy_preset, PRESETS)
+"""``preset_config(name)``: a fresh copy of preset ``name``."""
+preset_for_res = preset_chooser(PRESETS, "nudf", "NUDF")
+"""``preset_for_res(res)``: the preset for an input resolution (64 when none is given)."""
 
 
 def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_zyx: np.ndarray, *,

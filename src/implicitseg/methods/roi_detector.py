@@ -3,15 +3,13 @@ foreground component's centre of mass centres the ROI of another method's predic
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 from implicitseg.config import AugmentConfig, DetectorGridConfig, RoiDetectorConfig, UnetModelConfig, VoxelTrainConfig
 from implicitseg.data.datasets import LabelledVolumeDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case
-from implicitseg.errors import InputError
-from implicitseg.methods import Method
+from implicitseg.methods import Method, copy_preset, preset_chooser
 from implicitseg.training.module import DetectorLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
 
@@ -26,17 +24,10 @@ PRESETS: dict[str, RoiDetectorConfig] = {
 }
 
 
-def preset_config(name: str) -> RoiDetectorConfig:
-    """A fresh copy of preset ``name``."""
-    return copy.deepcopy(PRESETS[name])
-
-
-def preset_for_res(res: int | None) -> str:
-    """The detector preset for a grid resolution (64 when none is given)."""
-    name = f"roi{res or 64}"
-    if name not in PRESETS:
-        raise InputError(f"no ROI detector preset for --res {res}; the presets take 32 or 64")
-    return name
+preset_config = partial(copy_preset, PRESETS)
+"""``preset_config(name)``: a fresh copy of preset ``name``."""
+preset_for_res = preset_chooser(PRESETS, "roi", "ROI detector")
+"""``preset_for_res(res)``: the preset for an input resolution (64 when none is given)."""
 
 
 RECIPE = TrainingRecipe(method="roi", module_class=DetectorLightningModule, dataset=LabelledVolumeDataset.from_config)

@@ -3,7 +3,6 @@ labelmap; its surface is the foreground probability upsampled to the original im
 
 from __future__ import annotations
 
-import copy
 import time
 from functools import partial
 
@@ -14,10 +13,9 @@ from implicitseg.config import AugmentConfig, RoiConfig, UnetConfig, UnetModelCo
 from implicitseg.data.datasets import LabelledVolumeDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_unet_case
-from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.roi import foreground_probability
-from implicitseg.methods import Method
+from implicitseg.methods import Method, copy_preset, preset_chooser
 from implicitseg.methods.pipeline import RoiPrediction
 from implicitseg.training.module import SegmentationLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
@@ -40,18 +38,10 @@ PRESETS: dict[str, UnetConfig] = {
 }
 
 
-def preset_config(name: str) -> UnetConfig:
-    """A fresh copy of preset ``name``."""
-    return copy.deepcopy(PRESETS[name])
-
-
-def preset_for_res(res: int | None) -> str:
-    """The U-Net preset for an ROI resolution (64 when none is given)."""
-    name = f"unet{res or 64}"
-    if name not in PRESETS:
-        raise InputError(f"no U-Net preset for --res {res}; the presets take 64, 128 or 256 "
-                         f"(or name one with --preset: {', '.join(PRESETS)})")
-    return name
+preset_config = partial(copy_preset, PRESETS)
+"""``preset_config(name)``: a fresh copy of preset ``name``."""
+preset_for_res = preset_chooser(PRESETS, "unet", "U-Net")
+"""``preset_for_res(res)``: the preset for an input resolution (64 when none is given)."""
 
 
 def predict_roi(model: torch.nn.Module, config: UnetConfig, roi: Roi, roi_image_zyx: np.ndarray, *,
