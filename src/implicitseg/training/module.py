@@ -3,6 +3,7 @@ one small subclass per kind of target: unsigned distances at points (NUDF) or la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning as L
@@ -25,6 +26,8 @@ class ConfiguredModule(L.LightningModule):
     as a hyper-parameter, so checkpoints load with ``torch.load(weights_only=True)``."""
 
     config_class: ClassVar[type]
+    build_model: ClassVar[Callable[[Any], torch.nn.Module]]
+    """``build_model(config)``: the network of a config (a static method of each subclass)."""
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -37,10 +40,6 @@ class ConfiguredModule(L.LightningModule):
         self.model = self.build_model(self.config)
         # Created per epoch (on_train_epoch_start); a torch.Generator cannot be sent to spawned DDP processes.
         self._augment_generator: torch.Generator | None = None
-
-    @staticmethod
-    def build_model(config: Any) -> torch.nn.Module:
-        raise NotImplementedError
 
     def on_train_epoch_start(self) -> None:
         # Augmentation draws come from a CPU generator seeded by (seed, epoch, rank): DDP ranks draw different
