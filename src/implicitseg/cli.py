@@ -120,10 +120,11 @@ def evaluate(
     pred: Annotated[Path, typer.Argument(help="Prediction folder (from `predict`).")],
     gt: Annotated[Path, typer.Argument(help="Dataset folder or folder of <case> ground-truth meshes.")],
     out: Annotated[Path, typer.Option(help="Metrics path: writes METRICS.csv and METRICS.summary.json.")],
-    kind: Annotated[str, typer.Option(help="Metric kind: surface.")] = "surface",
+    kind: Annotated[str, typer.Option(help="surface (meshes: Chamfer, accuracy, completion, HD95) or volume "
+                                            "(labelmaps of voxel methods: Dice, HD95, ASSD, NSD).")] = "surface",
     gt_space: Annotated[Space, typer.Option(help="Space of GT mesh files when GT is not a dataset folder.")] = Space.LPS,
 ) -> None:
-    """Surface metrics per case (mm) and their mean, std and median."""
+    """Metrics per case (mm) and their mean, std and median."""
     from implicitseg.methods import pipeline
 
     table = pipeline.run_evaluate(pred, gt, out, kind=kind, gt_space=gt_space.value)

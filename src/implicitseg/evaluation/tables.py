@@ -1,9 +1,11 @@
-"""The ``evaluate`` stage: predicted meshes vs ground truth → per-case CSV + summary JSON (DESIGN §2, §5).
+"""The ``evaluate`` stage: predictions vs ground truth → per-case CSV + summary JSON (DESIGN §2, §5).
 
-``PRED`` is a ``predict`` output folder, one sub-folder per case holding ``mesh.<vtk|ply|stl|obj>``.
-``GT`` is either a dataset folder (``dataset.json`` gives ``mesh_space``; meshes are looked up as
-``meshesTs/<case>.<ext>``, then ``meshesTr/<case>.<ext>``) or a plain folder of ``<case>.<ext>`` files.
-Both sides are read into world LPS mm (:func:`~implicitseg.io.meshes.read_mesh`) before any distance is taken.
+``PRED`` is a ``predict`` output folder, one sub-folder per case holding ``mesh.<vtk|ply|stl|obj>`` (kind
+``surface``) and, for voxel methods, ``labelmap.nii.gz`` (kind ``volume``). ``GT`` is either a dataset folder
+(``dataset.json`` gives ``mesh_space``; meshes are looked up as ``meshesTs/<case>.<ext>``, then
+``meshesTr/<case>.<ext>``; labelmaps as ``labelsTs/``, then ``labelsTr/``) or a plain folder of
+``<case>.<ext>`` files. Meshes are read into world LPS mm (:func:`~implicitseg.io.meshes.read_mesh`) before any
+distance is taken; labelmaps are compared on the ground truth's grid.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ import numpy as np
 
 from implicitseg.errors import InputError
 from implicitseg.evaluation.surface import compute_surface_metrics
+from implicitseg.evaluation.volume import NSD_TOLERANCE_MM, compute_volume_metrics
 from implicitseg.io.atomic import write_json, write_text
 from implicitseg.io.dataset import case_id
+from implicitseg.io.images import IMAGE_SUFFIXES, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, read_mesh
 
-KINDS = ("surface",)
-"""Metric kinds ``evaluate_folders`` computes. Voxel metrics (``volume``) are not implemented in this module."""
+KINDS = ("surface", "volume")
+"""Metric kinds: ``surface`` (meshes, :mod:`~implicitseg.evaluation.surface`) and ``volume`` (labelmaps,
+:mod:`~implicitseg.evaluation.volume`)."""
+
+PREDICTED_LABELMAP = "labelmap.nii.gz"
 
 SUMMARY_STATISTICS = ("mean", "std", "median")
 
@@ -111,6 +118,28 @@ def find_ground_truth_meshes(gt: str | os.PathLike, *, gt_space: str = "LPS") ->
     return found, space
 
 
+def find_labelmaps(pred_dir: str | os.PathLike, gt: str | os.PathLike) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(case id → ``PRED/<case>/labelmap.nii.gz``, case id → GT labelmap). A dataset folder's ``labelsTs/`` wins
+    over its ``labelsTr/``; a plain GT folder holds ``<case>.<image suffix>`` files."""
+    pred_dir, gt = Path(pred_dir), Path(gt)
+    if not pred_dir.is_dir():
+        raise InputError(f"{pred_dir}: prediction folder not found")
+    if not gt.is_dir():
+        raise InputError(f"{gt}: ground-truth folder not found")
+    predicted = {folder.name: folder / PREDICTED_LABELMAP for folder in sorted(pred_dir.iterdir())
+                 if (folder / PREDICTED_LABELMAP).is_file()}
+    if not predicted:
+        raise InputError(f"{pred_dir}: no predicted labelmaps (expected <case>/{PREDICTED_LABELMAP}; surface "
+                         f"methods are scored with --kind surface)")
+    folders = [gt / "labelsTr", gt / "labelsTs"] if (gt / "dataset.json").is_file() else [gt]
+    truth: dict[str, Path] = {}
+    for folder in folders:  # labelsTs is read last, so its files replace labelsTr's
+        if folder.is_dir():
+            truth.update({case_id(path): path for path in sorted(folder.iterdir())
+                          if any(path.name.endswith(suffix) for suffix in IMAGE_SUFFIXES)})
+    return predicted, truth
+
+
 def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: str | os.PathLike, *,
                      kind: str = "surface", gt_space: str = "LPS", n_samples: int = 100_000,
                      completion_mm: float = 2.0, seed: int = 0) -> dict:
@@ -126,17 +155,26 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
     """
     if kind not in KINDS:
         raise InputError(f"evaluate: --kind {kind!r} is not supported; supported kinds: {', '.join(KINDS)}")
-    predicted = find_predicted_meshes(pred_dir)
-    truth, space = find_ground_truth_meshes(gt, gt_space=gt_space)
+    if kind == "volume":
+        predicted, truth = find_labelmaps(pred_dir, gt)
+        space = "LPS"
+    else:
+        predicted = find_predicted_meshes(pred_dir)
+        truth, space = find_ground_truth_meshes(gt, gt_space=gt_space)
     missing = sorted(set(predicted) - set(truth))
     if missing:
-        raise InputError(f"{gt}: no ground-truth mesh for predicted case(s) {', '.join(missing)}")
+        raise InputError(f"{gt}: no ground truth for predicted case(s) {', '.join(missing)}")
     rows: list[dict] = []
     for identifier, pred_path in predicted.items():
-        metrics = compute_surface_metrics(read_mesh(pred_path, space=predicted_space(pred_path)),
-                                          read_mesh(truth[identifier], space=space),
-                                          n_samples=n_samples, completion_mm=completion_mm, seed=seed)
+        if kind == "volume":
+            metrics = compute_volume_metrics(read_labelmap(pred_path, allow_empty=True), read_labelmap(truth[identifier]))
+        else:
+            metrics = compute_surface_metrics(read_mesh(pred_path, space=predicted_space(pred_path)),
+                                              read_mesh(truth[identifier], space=space),
+                                              n_samples=n_samples, completion_mm=completion_mm, seed=seed)
         rows.append({"case": identifier, **metrics})
+    columns = sorted({name for row in rows for name in row} - {"case"})
+    rows = [{"case": row["case"], **{name: row.get(name, math.nan) for name in columns}} for row in rows]
     summary = {
         "kind": kind,
         "n_cases": len(rows),
@@ -146,6 +184,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
         "gt_space": space,
         "n_samples": n_samples,
         "seed": seed,
+        **({"nsd_tolerance_mm": NSD_TOLERANCE_MM} if kind == "volume" else {}),
         "metrics": summarize(rows),
     }
     csv_path, summary_path = metrics_paths(out)
@@ -160,7 +199,10 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     summary: dict[str, dict[str, float]] = {}
     for name in names:
         values = np.array([row[name] for row in rows], dtype=np.float64)
-        summary[name] = {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
+        # NaN (a label missing on one side: no surface distance) is left out of the statistics
+        values = values[~np.isnan(values)]
+        summary[name] = ({"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values))}
+                         if len(values) else {"mean": math.nan, "std": math.nan, "median": math.nan})
     return summary
 
 

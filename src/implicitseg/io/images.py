@@ -148,13 +148,14 @@ def write_image(path: str | os.PathLike, volume: Volume) -> None:
         sitk.WriteImage(volume.to_sitk(), str(temporary), useCompression=True)
 
 
-def read_labelmap(path: str | os.PathLike) -> Volume:
-    """Read an integer labelmap; raises :class:`InputError` if it has no foreground voxel."""
+def read_labelmap(path: str | os.PathLike, *, allow_empty: bool = False) -> Volume:
+    """Read an integer labelmap; raises :class:`InputError` if it has no foreground voxel (unless
+    ``allow_empty``: a prediction may be empty and still be scored)."""
     volume = read_image(path, dtype=np.float32)
     if not np.all(volume.array == np.round(volume.array)):
         raise InputError(f"{path}: labelmap holds non-integer values")
     volume.array = volume.array.astype(np.int16)
-    if not np.any(volume.array > 0):
+    if not allow_empty and not np.any(volume.array > 0):
         raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
     return volume
 
