@@ -103,9 +103,12 @@ def test_no_predicted_cases_raises(tmp_path, gt_dataset):
         evaluate_folders(tmp_path / "missing", gt_dataset, tmp_path / "metrics")
 
 
-def test_only_surface_kind_is_accepted(pred_dir, gt_dataset, tmp_path):
-    with pytest.raises(InputError, match="volume"):
+def test_unknown_kind_and_volume_without_labelmaps_are_refused(pred_dir, gt_dataset, tmp_path):
+    with pytest.raises(InputError, match="--kind 'area' is not supported; supported kinds: surface, volume"):
+        evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", kind="area")
+    with pytest.raises(InputError, match="no predicted labelmaps.*--kind surface"):
         evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", kind="volume")
+    assert not (tmp_path / "metrics.csv").exists()
 
 
 def test_two_ground_truth_files_for_one_case_raise(tmp_path, pred_dir):

@@ -63,7 +63,7 @@ def test_evaluate_volume_writes_rows_and_skips_nan_in_the_summary(tmp_path):
     summary = evaluate_folders(tmp_path / "pred", tmp_path / "gt", tmp_path / "metrics", kind="volume")
     assert summary["cases"] == ["c1", "c2", "c3"] and summary["nsd_tolerance_mm"] == 1.0
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "case,assd_mm,dice,hd95_mm,nsd" and rows[3].startswith("c3,nan,0.0,nan")
+    assert rows[0] == "case,dice,hd95_mm,assd_mm,nsd" and rows[3] == "c3,0.0,nan,nan,nan"
     assert summary["metrics"]["dice"]["mean"] == pytest.approx((1.0 + 0.0 + summary["metrics"]["dice"]["median"]) / 3)
     assert summary["metrics"]["hd95_mm"]["median"] == pytest.approx(summary["metrics"]["hd95_mm"]["mean"] * 1.0,
                                                                       abs=1.0)  # two finite values only

@@ -173,7 +173,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
                                               read_mesh(truth[identifier], space=space),
                                               n_samples=n_samples, completion_mm=completion_mm, seed=seed)
         rows.append({"case": identifier, **metrics})
-    columns = sorted({name for row in rows for name in row} - {"case"})
+    columns = list(dict.fromkeys(name for row in rows for name in row if name != "case"))  # first-seen order
     rows = [{"case": row["case"], **{name: row.get(name, math.nan) for name in columns}} for row in rows]
     summary = {
         "kind": kind,
