@@ -38,12 +38,14 @@ class Space(str, Enum):
 
 class SynthKind(str, Enum):
     laa = "laa"
+    organ = "organ"
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (DESIGN §3 layout).")],
-    kind: Annotated[SynthKind, typer.Option(help="Phantom kind.")] = SynthKind.laa,
+    kind: Annotated[SynthKind, typer.Option(help="laa: CT, left atrial appendage (labelmap + open mesh); organ: "
+                                                 "abdominal CT, organ + lesion (two labels).")] = SynthKind.laa,
     cases: Annotated[int, typer.Option(min=1, help="Number of training cases (test cases come on top).")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
 ) -> None:

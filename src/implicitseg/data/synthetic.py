@@ -37,7 +37,7 @@ from implicitseg.io.dataset import write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh
 
-SUPPORTED_KINDS = ("laa",)
+SUPPORTED_KINDS = ("laa", "organ")
 """Phantom kinds :func:`write_synthetic_dataset` can generate."""
 
 LAA_LABELS = {"0": "background", "1": "LAA"}
@@ -741,12 +741,16 @@ def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 
                             n_test: int | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a synthetic dataset in the layout of DESIGN §3 into ``out_dir`` and return ``out_dir``.
 
+    ``kind``: ``laa`` (CT with the left atrial appendage: labelmap and open wall mesh) or ``organ`` (abdominal CT
+    with an organ and a lesion inside it: a two-label labelmap, no mesh; :mod:`.synthetic_organ`).
     ``n_cases`` training cases (``imagesTr``, ``labelsTr``, ``meshesTr``) plus ``n_test`` test cases
     (default ``max(1, n_cases // 5)``; images in ``imagesTs``, ground truth in ``labelsTs``/``meshesTs``),
-    ids ``laa_000``, ``laa_001``, … (test ids follow the training ids). Same seed → identical files' arrays;
+    ids ``<kind>_000``, ``<kind>_001``, … (test ids follow the training ids). Same seed → identical files' arrays;
     each case depends only on (seed, split, its index in the split). ``progress(done, total)`` is called
     after each case. ``dataset.json`` is written last.
     """
+    from implicitseg.data.synthetic_organ import ORGAN_LABELS, make_organ_case  # it builds on this module
+
     if kind not in SUPPORTED_KINDS:
         raise InputError(f"unknown synthetic dataset kind {kind!r}; supported kinds: {', '.join(SUPPORTED_KINDS)}")
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
@@ -762,21 +766,23 @@ def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 
     test: list[str] = []
     for position in range(total):
         is_test = position >= n_cases
-        identifier = f"laa_{position:03d}"
+        identifier = f"{kind}_{position:03d}"
         rng = case_rng(seed, _TEST_STREAM if is_test else _TRAIN_STREAM, position - n_cases if is_test else position)
-        case = make_laa_case(rng, identifier)
+        case = make_laa_case(rng, identifier) if kind == "laa" else make_organ_case(rng, identifier)
         split = "Ts" if is_test else "Tr"
-        entry = {"image": f"images{split}/{identifier}.nii.gz", "label": f"labels{split}/{identifier}.nii.gz",
-                 "mesh": f"meshes{split}/{identifier}.vtk"}
+        entry = {"image": f"images{split}/{identifier}.nii.gz", "label": f"labels{split}/{identifier}.nii.gz"}
         write_image(out_dir / entry["image"], case.image)
         write_image(out_dir / entry["label"], case.labelmap)
-        write_mesh(out_dir / entry["mesh"], case.mesh, space="LPS")
+        if kind == "laa":
+            entry["mesh"] = f"meshes{split}/{identifier}.vtk"
+            write_mesh(out_dir / entry["mesh"], case.mesh, space="LPS")
         if is_test:
             test.append(entry["image"])
         else:
             training.append(entry)
         if progress is not None:
             progress(position + 1, total)
-    write_dataset_json(out_dir, name=f"synthetic-{kind}-seed{seed}", modality="CT", labels=dict(LAA_LABELS),
+    labels = LAA_LABELS if kind == "laa" else ORGAN_LABELS
+    write_dataset_json(out_dir, name=f"synthetic-{kind}-seed{seed}", modality="CT", labels=dict(labels),
                        training=training, test=test, mesh_space="LPS")
     return out_dir
