@@ -101,20 +101,24 @@ def predict(
     roi_center: Annotated[Optional[str], typer.Option(help="ROI centre X,Y,Z in world LPS mm.")] = None,
     roi_label: Annotated[Optional[Path], typer.Option(help="Labelmap (or folder of <case> labelmaps) whose centre of mass is the ROI centre.")] = None,
     roi_run: Annotated[Optional[Path], typer.Option(help="ROI detector run (train --method roi): finds the ROI centre in each whole image.")] = None,
+    spacing: Annotated[Optional[str], typer.Option(help="Whole-image methods (implicit-unet): write the labelmap on the image's box at this spacing, mm (one number, or SI,SJ,SK); default: the image's grid.")] = None,
     mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
 ) -> None:
-    """Predict a mesh per image (plus the dense point cloud, or a labelmap on the image grid), in the image's
-    physical space; the ROI is centred by exactly one of --roi-center, --roi-label, --roi-run."""
+    """Predict a mesh per image (plus the dense point cloud, or a labelmap), in the image's physical space. ROI
+    methods (nudf, unet) need exactly one of --roi-center, --roi-label, --roi-run; whole-image methods
+    (implicit-unet) need none and take --spacing."""
     from implicitseg.methods import pipeline
 
     results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
-                                   mesh_format=mesh_format.value, mesh_space=mesh_space.value,
+                                   spacing=spacing, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device)
     for result in results:
-        typer.echo(f"{result['case']}: {result['mesh']} ({result['timings']['total_s']:.1f} s)")
+        written = result.get("labelmap") if result.get("mesh") is None else result["mesh"]
+        typer.echo(f"{result['case']}: {written} ({result['timings']['total_s']:.1f} s)"
+                   + (f"; {result['warning']}" if result.get("warning") else ""))
 
 
 @app.command()

@@ -1,5 +1,6 @@
-"""The ``prepare`` stage for voxel methods: the U-Net baseline (the NUDF ROI and its labelmap) and the ROI detector
-(the whole image on a coarse isotropic grid and its labelmap).
+"""The ``prepare`` stage for voxel methods: the U-Net baseline (the NUDF ROI and its labelmap), the ROI detector
+(the whole image on a coarse isotropic grid and its labelmap) and patch methods (the Implicit U-Net: the whole
+image on its working grid with every label).
 
 Per case, into ``PREP/<case>/`` (DESIGN §5): ``image.npy`` float32 ``(res, res, res)`` in ``(Z, Y, X)`` order,
 normalised like NUDF's; ``label.npy`` uint8, same grid, 1 where the case's labelmap is > 0 (for an open-surface
@@ -14,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg.config import RoiDetectorConfig, UnetConfig, input_res
+from implicitseg.config import ImplicitUnetConfig, RoiDetectorConfig, UnetConfig, input_res
 from implicitseg.data.prepare import checked_roi, ground_truth_center_world_mm
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
-from implicitseg.io.images import Volume, bounding_cube, read_image, read_labelmap, resample_to_roi
-from implicitseg.io.intensities import roi_image_of
+from implicitseg.io.images import (Volume, bounding_cube, grid_at_spacing, read_image, read_labelmap,
+                                   resample_to_roi, resample_volume)
+from implicitseg.io.intensities import normalise_intensities, roi_image_of
 from implicitseg.models.unet import input_multiple
 
 LABEL_MANIFEST_ENTRIES = {
@@ -105,3 +107,76 @@ def prepare_detector_case(case: Case, out_dir: Path, config: RoiDetectorConfig, 
     _write_case(case, out_dir, grid, image_zyx, label_zyx, labelmap, mesh_space)
     return {"case": case.case_id, "n_foreground": int(label_zyx.sum()),
             "timings_s": {"total_s": time.perf_counter() - start}}
+
+
+def working_grid(image: Volume, config: ImplicitUnetConfig) -> tuple[tuple[int, int, int], np.ndarray]:
+    """A patch method's working grid of ``image``: its own axes at ``config.grid.spacing_mm`` (shape (i, j, k),
+    affine index → world LPS mm)."""
+    return grid_at_spacing(image, config.grid.spacing_mm)
+
+
+def working_image(image: Volume, config: ImplicitUnetConfig, image_path: Path) -> Volume:
+    """``image`` on its working grid (linear; outside: its minimum) with normalised intensities; NaN or infinite
+    values raise :class:`InputError`."""
+    shape, affine = working_grid(image, config)
+    resampled = resample_volume(image, shape, affine, interpolation="linear", default_value=float(image.array.min()))
+    resampled.array = normalise_intensities(resampled.array, config.intensity)
+    if not np.all(np.isfinite(resampled.array)):
+        raise InputError(f"{image_path}: the image holds NaN or infinite values")
+    return resampled
+
+
+def classes_on_grid(labelmap: Volume, n_classes: int, shape: tuple[int, int, int], affine_lps: np.ndarray,
+                    path: Path) -> np.ndarray:
+    """The labelmap on another grid, uint8 (i, j, k): each class's indicator resampled linearly, the largest share
+    wins (a coarse grid keeps each structure by the part of each voxel it fills). Values outside 0 .. C - 1 raise
+    :class:`InputError`."""
+    values = np.unique(labelmap.array)
+    unknown = [int(v) for v in values if not 0 <= v < n_classes]
+    if unknown:
+        raise InputError(f"{path}: label value(s) {unknown} are not among the dataset's classes 0..{n_classes - 1}")
+    shares = np.stack([resample_volume(Volume((labelmap.array == value).astype(np.float32), labelmap.affine_lps),
+                                       shape, affine_lps, interpolation="linear",
+                                       default_value=1.0 if value == 0 else 0.0).array
+                       for value in range(n_classes)])
+    return shares.argmax(axis=0).astype(np.uint8)
+
+
+def prepare_volume_case(case: Case, out_dir: Path, config: ImplicitUnetConfig, mesh_space: str = "LPS", *,
+                        seed: int = 0) -> dict:
+    """One case for a patch method: ``image.npy`` (normalised) and ``label.npy`` (class per voxel, uint8) on the
+    working grid in (D, H, W) = (k, j, i) order, and ``grid.json`` (its shape (i, j, k) and affine index → world
+    LPS mm, the case id and sources). ``seed`` is unused (patches are drawn during training)."""
+    start = time.perf_counter()
+    n_classes = len(config.labels.names)
+    image = read_image(case.image)
+    labelmap = _labelmap_of(case)
+    grid_image = working_image(image, config, case.image)
+    label = classes_on_grid(labelmap, n_classes, grid_image.shape, grid_image.affine_lps, case.label)
+    if not label.any():
+        raise InputError(f"{case.label}: no labelled voxel left on the {config.grid.spacing_mm:g} mm working grid")
+    case_dir = Path(out_dir) / case.case_id
+    write_npy(case_dir / "image.npy", np.ascontiguousarray(grid_image.array.transpose(2, 1, 0)))
+    write_npy(case_dir / "label.npy", np.ascontiguousarray(label.transpose(2, 1, 0)))
+    write_json(case_dir / "grid.json", {"shape_ijk": list(grid_image.shape),
+                                        "affine_lps": grid_image.affine_lps.tolist(),
+                                        "case": case.case_id, "image": str(case.image), "label": str(case.label)})
+    counts = np.bincount(label.ravel(), minlength=n_classes)
+    return {"case": case.case_id, "voxels_per_class": [int(c) for c in counts],
+            "timings_s": {"total_s": time.perf_counter() - start}}
+
+
+def with_dataset_labels(config: ImplicitUnetConfig, dataset_labels: dict[str, str], dataset_dir: Path) -> None:
+    """Fill ``config.labels.names`` from ``dataset.json``'s ``labels`` (values must be 0 .. C - 1); names already
+    set must agree with it."""
+    try:
+        values = sorted(int(value) for value in dataset_labels)
+    except ValueError:
+        raise InputError(f"{dataset_dir}/dataset.json: label values must be integers, got {list(dataset_labels)}") from None
+    if values != list(range(len(values))) or len(values) < 2:
+        raise InputError(f"{dataset_dir}/dataset.json: labels must be 0, 1, ..., C - 1 with C >= 2 (0 = background), "
+                         f"got {values}")
+    names = tuple(dataset_labels[str(value)] for value in values)
+    if config.labels.names and tuple(config.labels.names) != names:
+        raise InputError(f"{dataset_dir}/dataset.json: labels {names} differ from the config's {config.labels.names}")
+    config.labels.names = names

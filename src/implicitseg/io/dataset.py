@@ -111,17 +111,23 @@ def write_dataset_json(root: str | os.PathLike, *, name: str, modality: str, lab
 
 
 def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand CLI inputs: image files, DICOM folders, or dataset folders (their ``imagesTs/``)."""
+    """Expand CLI inputs: image files, DICOM folders, dataset folders (their ``imagesTs/``) or folders of image
+    files (such as ``imagesTs/`` itself)."""
     images: list[Path] = []
     for item in inputs:
         path = Path(item)
         if not path.exists():
             raise InputError(f"{path}: input not found")
-        if path.is_dir() and (path / "imagesTs").is_dir():
-            found = sorted(p for p in (path / "imagesTs").iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES) or p.is_dir())
+        folder = path / "imagesTs" if path.is_dir() and (path / "imagesTs").is_dir() else path
+        image_files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES)) \
+            if folder.is_dir() else []
+        if folder is not path:
+            found = sorted(image_files + [p for p in folder.iterdir() if p.is_dir()])
             if not found:
-                raise InputError(f"{path / 'imagesTs'}: no images")
+                raise InputError(f"{folder}: no images")
             images.extend(found)
+        elif image_files:
+            images.extend(image_files)
         else:
-            images.append(path)
+            images.append(path)  # an image file or a DICOM series folder
     return images

@@ -209,9 +209,6 @@ def resample_onto_image(source: Volume, image: Volume, *, interpolation: str = "
     ``source`` (clipped to the image). Returns that crop as a :class:`Volume` (float32; outside ``source``:
     ``default_value``) and its first voxel's index (3,) int in ``image``. An empty box raises :class:`InputError`.
     """
-    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
-    if interpolation not in interpolators:
-        raise ValueError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
     shape = np.array(source.shape)
     corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
     corners_index = world_to_index(index_to_world(corners.astype(np.float64), source.affine_lps), image.affine_lps)
@@ -221,9 +218,36 @@ def resample_onto_image(source: Volume, image: Volume, *, interpolation: str = "
         raise InputError("the region to resample does not overlap the image")
     crop_affine = image.affine_lps.copy()
     crop_affine[:3, 3] = index_to_world(low[None].astype(np.float64), image.affine_lps)[0]
-    reference = Volume(np.zeros(tuple(high - low), np.float32), crop_affine).to_sitk()
+    crop_shape = tuple(int(n) for n in high - low)
+    return resample_volume(source, crop_shape, crop_affine, interpolation=interpolation,  # type: ignore[arg-type]
+                           default_value=default_value), low
+
+
+def grid_at_spacing(volume: Volume, spacing_mm: float | tuple[float, float, float]) -> tuple[tuple[int, int, int],
+                                                                                            np.ndarray]:
+    """The grid along ``volume``'s own axes (same direction) that covers the same physical box — the outer faces
+    of its first and last voxels — with voxels of ``spacing_mm`` (one number: isotropic). Returns its shape
+    (i, j, k) and its index → world LPS mm affine (4, 4)."""
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (3,)).copy()
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"spacing must be positive mm, got {spacing_mm!r}")
+    extent_mm = np.array(volume.shape) * volume.spacing
+    shape = np.maximum(np.round(extent_mm / spacing).astype(int), 1)
+    corner_world = index_to_world(np.full((1, 3), -0.5), volume.affine_lps)[0]
+    origin = corner_world + volume.direction @ (0.5 * spacing)
+    return tuple(int(n) for n in shape), affine_from_geometry(origin, spacing, volume.direction)  # type: ignore[return-value]
+
+
+def resample_volume(source: Volume, shape: tuple[int, int, int], affine_lps: np.ndarray, *,
+                    interpolation: str = "linear", default_value: float = 0.0) -> Volume:
+    """``source`` resampled onto the grid ``shape`` (i, j, k) / ``affine_lps`` (float32; ``linear`` or ``nearest``;
+    outside ``source``: ``default_value``)."""
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in interpolators:
+        raise ValueError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
+    reference = Volume(np.zeros(shape, np.float32), affine_lps).to_sitk()
     values = source.to_sitk()
     if values.GetPixelID() != sitk.sitkFloat32:
         values = sitk.Cast(values, sitk.sitkFloat32)
     resampled = sitk.Resample(values, reference, sitk.Transform(), interpolators[interpolation], float(default_value))
-    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).astype(np.float32), crop_affine), low
+    return Volume(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0).astype(np.float32), affine_lps)

@@ -21,8 +21,11 @@ class Method:
     - ``prepare(dataset_dir, out_dir, config, *, workers, progress) -> manifest``
     - ``train(prep_dir, run_dir, config, *, max_epochs, max_time, devices, resume) -> summary``
     - ``load(run_dir, which, map_location) -> (model, config)``
-    - ``predict_roi(model, config, roi, roi_image_zyx, *, device, seed) -> RoiPrediction``, or ``None`` for a
-      method that only serves others (the ROI detector, used through ``predict --roi-run``)
+    - ``predict_roi(model, config, roi, roi_image_zyx, *, device, seed) -> RoiPrediction`` for a method that sees
+      a ROI, or
+    - ``predict_image(model, config, volume, image_path, *, device, spacing_mm, seed) -> ImagePrediction`` for one
+      that segments whole images (no ROI needed);
+    - neither for a method that only serves others (the ROI detector, used through ``predict --roi-run``).
     """
 
     name: str
@@ -34,6 +37,7 @@ class Method:
     train: Callable[..., dict]
     load: Callable[..., tuple[Any, Any]]
     predict_roi: Callable[..., Any] | None
+    predict_image: Callable[..., Any] | None = None
 
 
 PresetConfig = TypeVar("PresetConfig")
@@ -61,9 +65,9 @@ def preset_chooser(presets: Mapping[str, Any], prefix: str, label: str,
 
 
 def _table() -> dict[str, Method]:
-    from implicitseg.methods import nudf, roi_detector, unet
+    from implicitseg.methods import implicit_unet, nudf, roi_detector, unet
 
-    return {method.name: method for method in (nudf.METHOD, unet.METHOD, roi_detector.METHOD)}
+    return {method.name: method for method in (nudf.METHOD, implicit_unet.METHOD, unet.METHOD, roi_detector.METHOD)}
 
 
 def get_method(name: str) -> Method:

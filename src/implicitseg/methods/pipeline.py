@@ -19,11 +19,12 @@ from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json
+from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.versions import versions
 
 
-DATA_SECTIONS = ("roi", "grid", "intensity", "sampling")
+DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling")
 """Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
 
@@ -42,6 +43,31 @@ class RoiPrediction:
     points_world_mm: np.ndarray | None = None
     probability_zyx: np.ndarray | None = None
     probability_level: float = 0.5
+
+
+@dataclass
+class ImagePrediction:
+    """What a whole-image method predicts for one image on its output grid (the image's own, or the same box at
+    ``--spacing``), timings in s: the labelmap (class per voxel) and the probability of any foreground class,
+    whose isosurface at 0.5 becomes the mesh."""
+
+    timings: dict[str, float]
+    counts: dict[str, object]
+    labelmap: Volume
+    foreground_probability: Volume
+
+
+def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None:
+    """``--spacing``: one number (isotropic mm) or three ``SI,SJ,SK`` along the image's axes; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(np.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"--spacing {text!r}: expected one positive number (mm) or three, SI,SJ,SK")
+    return values[0] if len(values) == 1 else (values[0], values[1], values[2])
 
 
 def _progress_bar(description: str, total: int):
@@ -70,6 +96,12 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
     if name not in method.presets:
         raise InputError(f"unknown preset {name!r} for {method_name}; available: {', '.join(method.presets)}")
     config = config_from_dict(method.config_class, config_to_dict(method.presets[name]))
+    if hasattr(config.grid if hasattr(config, "grid") else None, "patch_voxels"):  # patch methods: whole images
+        if roi_mm is not None:
+            raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees whole images)")
+        if res is not None:
+            config.grid.patch_voxels = int(res)
+        return method, config
     if not hasattr(config, "roi"):  # the ROI detector sees whole images on its own grid
         if roi_mm is not None:
             raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees the whole image)")
@@ -186,15 +218,40 @@ def _write_probability_outputs(prediction: RoiPrediction, roi: Roi, volume, case
     return mesh, {"upsample_and_mesh_s": time.perf_counter() - start}
 
 
-def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
-                roi_label: Path | None = None, roi_run: Path | None = None, mesh_format: str = "vtk",
-                mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto", seed: int = 0,
-                show_progress: bool = True) -> list[dict]:
-    """Predict each input image with the run's model, its ROI centred by exactly one of ``roi_center`` (world LPS
-    mm), ``roi_label`` (a labelmap's centre of mass) or ``roi_run`` (a trained ROI detector).
+def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path: Path, mesh_space: str) -> dict:
+    """Whole-image methods: ``labelmap.nii.gz`` on the output grid and the mesh of the foreground (none when
+    nothing was found: the labelmap is then all background). Returns what the record says of them."""
+    from implicitseg.io.images import write_image
+    from implicitseg.io.meshes import write_mesh
+    from implicitseg.meshing.isosurface import probability_to_mesh
 
-    Writes OUT/<case>/mesh.<fmt> and prediction.json, plus points.ply (surface methods) or labelmap.nii.gz on the
-    image's grid (voxel methods); all in the image's physical space.
+    start = time.perf_counter()
+    labelmap = prediction.labelmap
+    write_image(case_dir / "labelmap.nii.gz", labelmap)
+    record: dict = {"labelmap": str(case_dir / "labelmap.nii.gz"), "output_shape": list(labelmap.shape),
+                    "output_spacing_mm": [float(v) for v in labelmap.spacing]}
+    if np.any(labelmap.array > 0):
+        mesh = probability_to_mesh(prediction.foreground_probability.array, labelmap.affine_lps, level=0.5,
+                                   what=f"{case_dir.name}: foreground probability")
+        write_mesh(mesh_path, mesh, space=mesh_space)
+        record.update(mesh=str(mesh_path), n_vertices=len(mesh.vertices_world_mm), n_faces=len(mesh.faces))
+    else:
+        record.update(mesh=None, warning="no foreground found: the labelmap is all background and no mesh is written")
+    record["write_s"] = time.perf_counter() - start
+    return record
+
+
+def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
+                roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
+                mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
+                seed: int = 0, show_progress: bool = True) -> list[dict]:
+    """Predict each input image with the run's model.
+
+    ROI methods: the ROI is centred by exactly one of ``roi_center`` (world LPS mm), ``roi_label`` (a labelmap's
+    centre of mass) or ``roi_run`` (a trained ROI detector); OUT/<case>/ gets mesh.<fmt>, plus points.ply (surface
+    methods) or labelmap.nii.gz on the image's grid (voxel methods). Whole-image methods need no ROI and write
+    labelmap.nii.gz and mesh.<fmt> on the image's grid, or the same box at ``spacing`` (mm: one number or three).
+    Every output is in the image's physical space; prediction.json records timings and counts.
     """
     from implicitseg.data.prepare import checked_roi
     from implicitseg.io.dataset import case_id, list_images
@@ -210,11 +267,21 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
     if run_config is None:
         raise InputError(f"{run}: not a run folder (no config.yaml); run `implicitseg train` first")
     method = get_method(str(run_config.get("method")))
-    if method.predict_roi is None:
+    if method.predict_roi is None and method.predict_image is None:
         raise InputError(f"{run}: a run of method {method.name!r}, which does not predict on its own; "
                          f"pass it to another method's prediction as --roi-run {run}")
     torch_device = _select_device(device)
-    center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
+    spacing_mm = parse_spacing(spacing)
+    if method.predict_image is not None:
+        given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
+                                          ("--roi-run", roi_run)) if value is not None]
+        if given:
+            raise InputError(f"{method.name} segments whole images: {', '.join(given)} does not apply")
+    else:
+        if spacing_mm is not None:
+            raise InputError(f"--spacing applies to whole-image methods; {method.name} predicts on its ROI grid "
+                             f"and writes the labelmap on the image's grid")
+        center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
     images = list_images(inputs)
     model, config = method.load(run, checkpoint, torch_device)
     out = Path(out)
@@ -228,17 +295,32 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
             start = time.perf_counter()
             identifier = case_id(image_path)
             volume = read_image(image_path)
+            case_dir = out / identifier
+            mesh_path = case_dir / f"mesh.{mesh_format}"
+            if method.predict_image is not None:
+                image_prediction = method.predict_image(model, config, volume, image_path, device=torch_device,
+                                                        spacing_mm=spacing_mm, seed=seed)
+                written = _write_image_outputs(image_prediction, case_dir, mesh_path, mesh_space)
+                timings = {**image_prediction.timings, "write_s": written.pop("write_s"),
+                           "total_s": time.perf_counter() - start}
+                record = {"case": identifier, "image": str(image_path), "mesh_space": mesh_space, **written,
+                          "method": config.method, "preset": config.preset, "run": str(run), "checkpoint": checkpoint,
+                          "device": str(torch_device), "timings": timings, "counts": image_prediction.counts,
+                          "versions": versions()}
+                write_json(case_dir / "prediction.json", record)
+                results.append(record)
+                if show_progress:
+                    advance(done + 1)
+                continue
             center, roi_source, roi_details = center_of(image_path, volume)
             roi = checked_roi(volume, center, config.roi, image_path, ROI_SOURCE_NAMES[roi_source])
             roi_image = roi_image_of(volume, roi, config.intensity, image_path)
             prediction = method.predict_roi(model, config, roi, roi_image, device=torch_device, seed=seed)
-            case_dir = out / identifier
             timings = dict(prediction.timings)
             mesh = prediction.mesh
             if prediction.probability_zyx is not None:
                 mesh, upsample_timings = _write_probability_outputs(prediction, roi, volume, case_dir)
                 timings.update(upsample_timings)
-            mesh_path = case_dir / f"mesh.{mesh_format}"
             write_mesh(mesh_path, mesh, space=mesh_space)
             if prediction.points_world_mm is not None:
                 write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)

@@ -45,3 +45,41 @@ class PointMlp(nn.Module):
         if self.output == "relu":
             return F.relu(values)
         return values
+
+
+class DeepSdfDecoder(nn.Module):
+    """DeepSDF-style MLP (Park et al. 2019): ``n_hidden_layers`` fully connected layers of ``hidden`` units with
+    weight normalisation, ReLU and dropout; the decoder input is concatenated again to the input of layer
+    ``skip_layer`` (1-based); a linear output of ``out_features`` values (e.g. class logits).
+
+    ``forward(features (..., in_features))`` → (..., out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, hidden: int = 512, n_hidden_layers: int = 8,
+                 skip_layer: int = 4, dropout: float = 0.2) -> None:
+        super().__init__()
+        if min(int(in_features), int(out_features), int(hidden), int(n_hidden_layers)) < 1:
+            raise ValueError(f"decoder sizes must be >= 1, got in {in_features}, out {out_features}, hidden {hidden}, "
+                             f"layers {n_hidden_layers}")
+        if not 1 <= int(skip_layer) <= int(n_hidden_layers):
+            raise ValueError(f"decoder skip_layer must be in 1..{n_hidden_layers}, got {skip_layer}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"decoder dropout must be in [0, 1), got {dropout}")
+        self.skip_index = int(skip_layer) - 1
+        layers = []
+        for index in range(int(n_hidden_layers)):
+            width_in = int(in_features) if index == 0 else int(hidden)
+            if index == self.skip_index and index > 0:
+                width_in += int(in_features)
+            layers.append(nn.utils.parametrizations.weight_norm(nn.Linear(width_in, int(hidden))))
+        self.hidden_layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(float(dropout))
+        self.output_layer = nn.Linear(int(hidden), int(out_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        values = features
+        for index, layer in enumerate(self.hidden_layers):
+            if index == self.skip_index and index > 0:
+                values = torch.cat([values, features], dim=-1)
+            values = self.dropout(F.relu(layer(values)))
+        return self.output_layer(values)

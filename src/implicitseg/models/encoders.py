@@ -102,3 +102,56 @@ def gather_features(grids: list[torch.Tensor], points_unit: torch.Tensor, displa
     ]
     features = torch.cat(sampled, dim=1)  # (B, C_total, 1, 7, N)
     return features.reshape(batch, -1, count).transpose(1, 2)
+
+
+NORMS = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d}
+
+
+def conv_norm_act(channels_in: int, channels_out: int, norm: str, stride: int = 1) -> nn.Sequential:
+    """3×3×3 convolution (padding 1) → normalisation (``instance`` with affine parameters, or ``batch``) →
+    LeakyReLU(0.01): the nnU-Net building block."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+    norm_layer = NORMS[norm](channels_out, affine=True)
+    return nn.Sequential(nn.Conv3d(channels_in, channels_out, 3, stride=stride, padding=1), norm_layer,
+                         nn.LeakyReLU(0.01, inplace=True))
+
+
+class StridedConvEncoder(nn.Module):
+    """nnU-Net-style encoder (Implicit U-Net spec, "Network"): stage 0 at full resolution, each later stage halves
+    the grid with a stride-2 convolution (no pooling); stage ``s`` is ``stage_convs[s]`` :func:`conv_norm_act`
+    layers of ``stage_channels[s]`` channels.
+
+    ``forward(image (B, 1, D, H, W))`` → the stage outputs ``[(B, C_s, D / 2^s, H / 2^s, W / 2^s)]``; D, H, W must
+    be multiples of ``2^(stages - 1)`` (:attr:`input_multiple`).
+    """
+
+    def __init__(self, stage_channels: tuple[int, ...], stage_convs: tuple[int, ...], norm: str = "instance") -> None:
+        super().__init__()
+        if len(stage_channels) < 1 or len(stage_channels) != len(stage_convs):
+            raise ValueError(f"encoder: one conv count per stage, got channels {stage_channels} and convs "
+                             f"{stage_convs}")
+        if any(int(c) < 1 for c in stage_channels) or any(int(n) < 1 for n in stage_convs):
+            raise ValueError(f"encoder channels and conv counts must be >= 1, got {stage_channels}, {stage_convs}")
+        stages = []
+        previous = 1
+        for index, (channels, n_convs) in enumerate(zip(stage_channels, stage_convs)):
+            layers = [conv_norm_act(previous, int(channels), norm, stride=1 if index == 0 else 2)]
+            layers += [conv_norm_act(int(channels), int(channels), norm) for _ in range(int(n_convs) - 1)]
+            stages.append(nn.Sequential(*layers))
+            previous = int(channels)
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = tuple(int(c) for c in stage_channels)
+        self.input_multiple = 2 ** (len(stage_channels) - 1)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        if image.dim() != 5 or image.shape[1] != 1:
+            raise ValueError(f"encoder expects an image of shape (B, 1, D, H, W), got {tuple(image.shape)}")
+        if any(side % self.input_multiple for side in image.shape[2:]):
+            raise ValueError(f"encoder input sides {tuple(image.shape[2:])} must be multiples of {self.input_multiple}")
+        outputs = []
+        features = image
+        for stage in self.stages:
+            features = stage(features)
+            outputs.append(features)
+        return outputs

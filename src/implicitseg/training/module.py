@@ -1,5 +1,6 @@
 """Lightning modules: one shared base (config as a plain-dict hyper-parameter, augmentation seeding, Adam) and
-one small subclass per kind of target: unsigned distances at points (NUDF) or labels on voxels (U-Net, ROI detector)."""
+one small subclass per kind of target: unsigned distances at points (NUDF), labels on voxels (U-Net, ROI detector) or
+labels at points of patches (Implicit U-Net, and the U-Net with its encoder)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ import lightning as L
 import torch
 from monai.losses import DiceCELoss
 
-from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig, config_from_dict, config_to_dict
+from implicitseg.config import (
+    ImplicitUnetConfig,
+    NudfConfig,
+    RoiDetectorConfig,
+    UnetConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from implicitseg.data.augment import apply_augmentation, draw_augmentation, warp_volumes
 from implicitseg.data.datasets import LabelledVolume, SurfaceSample
+from implicitseg.data.patches import LabelledPatch, sample_patch_points
+from implicitseg.models.implicit_unet import ImplicitUnet, build_patch_network
 from implicitseg.models.nudf import NudfModel
 from implicitseg.models.unet import build_unet
 from implicitseg.training.losses import clamped_l1_loss
@@ -126,3 +136,48 @@ class DetectorLightningModule(SegmentationLightningModule):
     """The ROI detector: the same segmentation training on the coarse whole-image grid."""
 
     config_class = RoiDetectorConfig
+
+
+class PatchSegmentationModule(ConfiguredModule):
+    """Patch-based segmentation with Dice + cross-entropy (softmax over classes), AdamW: the Implicit U-Net on
+    points sampled per patch after augmentation (:func:`sample_patch_points`), or the U-Net with the same encoder
+    on every voxel of the patch. Validation points are drawn with a fixed seed per batch."""
+
+    config_class = ImplicitUnetConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    @staticmethod
+    def build_model(config: ImplicitUnetConfig) -> torch.nn.Module:
+        return build_patch_network(config.model, len(config.labels.names))
+
+    def _loss(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not isinstance(self.model, ImplicitUnet):
+            return self.loss_function(self.model(image), label)
+        sampling = self.config.sampling
+        points, targets = sample_patch_points(label, sampling.points_per_patch, sampling.boundary_fraction,
+                                              sampling.boundary_sigma_voxels, generator=generator)
+        logits = self.model(image, points)  # (B, N, C)
+        return self.loss_function(logits.transpose(1, 2), targets[:, None])
+
+    def training_step(self, batch: LabelledPatch, batch_idx: int) -> torch.Tensor:
+        image, label = batch["image"], batch["label"]
+        augment = self.config.train.augment
+        if augment.probability > 0:
+            params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
+            image, label = warp_volumes(image, label, params)
+        loss = self._loss(image, label, self._augment_generator)
+        self._log_loss("train_loss", loss, image.shape[0])
+        return loss
+
+    def validation_step(self, batch: LabelledPatch, batch_idx: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + batch_idx)
+        loss = self._loss(batch["image"], batch["label"], generator)
+        self._log_loss("val_loss", loss, batch["image"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.config.train.learning_rate,
+                                 weight_decay=self.config.train.weight_decay)
