@@ -37,16 +37,17 @@ def _hms(minutes: float) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train_worker(prep: Path, run: Path, minutes: float) -> dict:
-    """Train one prepared folder in this process; returns the summary with wall time and peak memory."""
+def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = None) -> dict:
+    """Train one prepared folder in this process (with ``preset``, default the one it was prepared with); returns
+    the summary with wall time and peak memory."""
     import torch
 
     from implicitseg.methods import pipeline
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    summary = pipeline.run_train(prep, run, max_time=_hms(minutes), resume=(run / "checkpoints" / "last.ckpt").is_file(),
-                                 show_progress=False)
+    summary = pipeline.run_train(prep, run, preset=preset, max_time=_hms(minutes),
+                                 resume=(run / "checkpoints" / "last.ckpt").is_file(), show_progress=False)
     summary["wall_s"] = time.perf_counter() - start
     summary["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
     summary["memory_method"] = "ru_maxrss increase (CPU)"
@@ -56,8 +57,10 @@ def train_worker(prep: Path, run: Path, minutes: float) -> dict:
     return summary
 
 
-def _train(prep: Path, run: Path, minutes: float) -> dict:
+def train_in_subprocess(prep: Path, run: Path, minutes: float, preset: str | None = None) -> dict:
+    """:func:`train_worker` in a fresh process (its peak memory is its own); returns the summary."""
     command = [sys.executable, __file__, "--train-worker", str(prep), str(run), str(minutes)]
+    command += ["--train-preset", preset] if preset else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"training {prep} failed:\n{done.stderr[-3000:]}")
@@ -77,10 +80,11 @@ def main() -> None:
     parser.add_argument("--roi-preset", default="roi32")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-worker", nargs=3, metavar=("PREP", "RUN", "MINUTES"), help=argparse.SUPPRESS)
+    parser.add_argument("--train-preset", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_worker:
         prep, run, minutes = args.train_worker
-        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes))))
+        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes), args.train_preset)))
         return
 
     import numpy as np
@@ -101,9 +105,9 @@ def main() -> None:
                                  show_progress=False)
         prepare_s[method] = time.perf_counter() - start
 
-    training = {"roi": _train(out / "prep_roi", out / "run_roi", args.roi_minutes)}
+    training = {"roi": train_in_subprocess(out / "prep_roi", out / "run_roi", args.roi_minutes)}
     for method in ("nudf", "unet"):
-        training[method] = _train(out / f"prep_{method}", out / f"run_{method}", args.minutes)
+        training[method] = train_in_subprocess(out / f"prep_{method}", out / f"run_{method}", args.minutes)
 
     rows = {}
     for method in ("nudf", "unet"):

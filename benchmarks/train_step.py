@@ -1,8 +1,10 @@
-"""Training step time and peak memory per preset: NUDF (batch 4 × 15,000 points, the spec's) and the U-Net
-baseline (batch 4 whole ROI images), at the preset's input resolution.
+"""Training step time and peak memory per preset: NUDF (batch 4 × 15,000 points, the spec's), the U-Net
+baseline (batch 4 whole ROI images), at the preset's input resolution; and the Implicit U-Net presets (``iunet*``:
+batch 4 patches of the preset's side, the preset's points per patch; ``iunet-conv*``: the same encoder's U-Net).
 
-One step = augmentation on the batch + forward + loss + backward + Adam update, as ``training/module.py`` does
-it (NUDF: clamped L1 on points; U-Net: Dice + cross-entropy on every voxel), on random inputs. Each (preset,
+One step = augmentation on the batch + forward + loss + backward + optimiser update, as ``training/module.py``
+does it (NUDF: clamped L1 on points; U-Net: Dice + cross-entropy on every voxel; Implicit U-Net: point sampling +
+Dice + cross-entropy on the points), on random images (patch labels: a ball of each of 2 foreground classes). Each (preset,
 device) runs in a fresh subprocess so peak-memory figures do not mix, under an address-space limit
 (``--memory-limit-gb``) so that a step that needs more fails cleanly and is reported as "out of memory":
 
@@ -82,6 +84,37 @@ def _unet_step(preset: str, device: str, batch: int, generator):
     return model, step, res
 
 
+def _patch_step(preset: str, device: str, batch: int, generator):
+    """(model, step function, patch side) for an Implicit U-Net preset (or its ``-conv`` U-Net), 3 classes."""
+    import torch
+
+    from implicitseg.config import LabelsConfig
+    from implicitseg.methods.implicit_unet import PRESETS
+    from implicitseg.methods import copy_preset
+    from implicitseg.training.module import PatchSegmentationModule
+
+    config = copy_preset(PRESETS, preset)
+    config.labels = LabelsConfig(names=("background", "organ", "lesion"))
+    module = PatchSegmentationModule(config).to(device).train()
+    optimizer = module.configure_optimizers()
+    side = config.grid.patch_voxels
+    image = torch.rand(batch, 1, side, side, side, generator=generator).to(device)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(side)] * 3, indexing="ij")).float()
+    radius = torch.linalg.norm(grid - (side - 1) / 2, dim=0)
+    label = ((radius < side / 3).long() + (radius < side / 8).long())[None, None].expand(batch, -1, -1, -1, -1)
+    label = label.contiguous().to(device)
+    module._augment_generator = generator
+
+    def step() -> None:
+        loss = module.training_step({"image": image, "label": label, "case_id": ["x"] * batch}, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    return module.model, step, side
+
+
 def measure(preset: str, device: str, batch: int, points: int, steps: int, warmup: int) -> dict:
     """Median step time (s) and peak memory (MB) of ``steps`` timed training steps after ``warmup`` ones."""
     import torch
@@ -92,6 +125,8 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
     generator = torch.Generator().manual_seed(0)
     if preset.startswith("nudf"):
         model, step, res = _nudf_step(preset, device, batch, points, generator)
+    elif preset.startswith("iunet"):
+        model, step, res = _patch_step(preset, device, batch, generator)
     else:
         model, step, res = _unet_step(preset, device, batch, generator)
     if device == "cuda":
