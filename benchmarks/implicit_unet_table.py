@@ -37,7 +37,6 @@ def _dice_columns(summary: dict) -> dict[str, tuple[float, float]]:
 
 def _agreement(sparse_labels, dense_labels) -> dict:
     """Share of voxels with the same label, and Dice of each foreground class between the two labelmaps."""
-
     dice = {}
     for value in range(1, int(max(sparse_labels.max(), dense_labels.max())) + 1):
         a, b = sparse_labels == value, dense_labels == value
@@ -159,7 +158,8 @@ def main() -> None:
     agreement = [c["same_label_fraction"] for c in checks]
     print(f"sparse vs dense pass: same label on {min(agreement):.4%} – {max(agreement):.4%} of voxels; points "
           f"{statistics.mean(c['sparse_points'] / c['dense_points'] for c in checks):.1%} of a dense pass; time "
-          f"{statistics.mean(c['sparse_s'] for c in checks):.2f} vs {statistics.mean(c['dense_s'] for c in checks):.2f} s")
+          f"{statistics.mean(c['sparse_s'] for c in checks):.2f} vs "
+          f"{statistics.mean(c['dense_s'] for c in checks):.2f} s")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,59 @@ def test_a_grid_the_unet_cannot_halve_is_refused_before_any_work(tmp_path):
     case = Case("c1", tmp_path / "missing.nii.gz", tmp_path / "missing_label.nii.gz", None)
     with pytest.raises(InputError, match="--res 36: the unet-demo U-Net needs a multiple of 8"):
         prepare_unet_case(case, tmp_path / "prep", config)
+
+
+def _two_label_case(root: Path, name: str, affine: np.ndarray) -> Case:
+    """A sphere (label 1) with a smaller sphere (label 2) inside it, 0 / 500 / 1000 HU."""
+    center = index_to_world(np.array(SHAPE)[None] / 2.0, affine)[0]
+    labels = sphere_volume(affine, SHAPE, center, RADIUS_MM) + sphere_volume(affine, SHAPE, center, RADIUS_MM / 2)
+    write_image(root / "imagesTr" / f"{name}.nii.gz", Volume(500.0 * labels, affine))
+    write_image(root / "labelsTr" / f"{name}.nii.gz", Volume(labels.astype(np.uint8), affine))
+    return Case(name, root / "imagesTr" / f"{name}.nii.gz", root / "labelsTr" / f"{name}.nii.gz", None)
+
+
+@pytest.mark.parametrize("name", ["flipped_oblique", "anisotropic"])
+def test_patch_case_keeps_every_label_on_the_working_grid_in_place(tmp_path, name):
+    from implicitseg.data.prepare_labels import prepare_volume_case
+    from implicitseg.methods import copy_preset
+    from implicitseg.methods.implicit_unet import PRESETS
+
+    affine = AFFINE_CASES[name]
+    case = _two_label_case(tmp_path, "c", affine)
+    config = copy_preset(PRESETS, "iunet-demo")
+    config.labels.names = ("background", "outer", "inner")
+    result = prepare_volume_case(case, tmp_path / "prep", config)
+    grid = json.loads((tmp_path / "prep" / "c" / "grid.json").read_text())
+    grid_affine = np.array(grid["affine_lps"])
+    assert np.allclose(np.linalg.norm(grid_affine[:3, :3], axis=0), 2.0)  # isotropic working spacing
+    label_dhw = np.load(tmp_path / "prep" / "c" / "label.npy")
+    assert label_dhw.shape == tuple(grid["shape_ijk"][::-1]) and set(np.unique(label_dhw)) == {0, 1, 2}
+    center = index_to_world(np.array(SHAPE)[None] / 2.0, affine)[0]
+    for value, radius in ((1, RADIUS_MM), (2, RADIUS_MM / 2)):
+        world = index_to_world(np.argwhere(label_dhw >= value)[:, ::-1].astype(np.float64), grid_affine)
+        assert np.linalg.norm(world.mean(axis=0) - center) < 0.6
+        volume_mm3 = len(world) * 8.0
+        assert abs(volume_mm3 / (4 / 3 * np.pi * radius**3) - 1.0) < 0.2
+    assert result["voxels_per_class"][2] > 0
+
+
+def test_patch_prepare_takes_the_classes_from_dataset_json_and_checks_labels(tmp_path):
+    from implicitseg.methods import implicit_unet
+
+    affine = AFFINE_CASES["oblique"]
+    cases = [_two_label_case(tmp_path / "ds", f"c{i}", affine) for i in range(2)]
+    training = [{"image": f"imagesTr/{c.case_id}.nii.gz", "label": f"labelsTr/{c.case_id}.nii.gz"} for c in cases]
+    labels = {"0": "background", "1": "outer", "2": "inner"}
+    write_dataset_json(tmp_path / "ds", name="two", modality="CT", labels=labels, training=training, test=[])
+    manifest = implicit_unet.METHOD.prepare(tmp_path / "ds", tmp_path / "prep", implicit_unet.PRESETS["iunet-demo"])
+    assert manifest["config"]["labels"]["names"] == ["background", "outer", "inner"]
+    assert manifest["labels"] == {"0": "background", "1": "outer", "2": "inner"}
+    assert implicit_unet.PRESETS["iunet-demo"].labels.names == ()  # the preset itself is untouched
+    write_dataset_json(tmp_path / "ds", name="two", modality="CT", labels={"0": "background", "1": "outer"},
+                       training=training, test=[])
+    with pytest.raises(InputError, match=r"label value\(s\) \[2\] are not among the dataset's classes 0..1"):
+        implicit_unet.METHOD.prepare(tmp_path / "ds", tmp_path / "prep2", implicit_unet.PRESETS["iunet-demo"])
+    write_dataset_json(tmp_path / "ds", name="two", modality="CT", labels={"0": "background", "2": "inner"},
+                       training=training, test=[])
+    with pytest.raises(InputError, match="labels must be 0, 1, ..., C - 1"):
+        implicit_unet.METHOD.prepare(tmp_path / "ds", tmp_path / "prep3", implicit_unet.PRESETS["iunet-demo"])

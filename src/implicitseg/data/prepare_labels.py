@@ -172,7 +172,8 @@ def with_dataset_labels(config: ImplicitUnetConfig, dataset_labels: dict[str, st
     try:
         values = sorted(int(value) for value in dataset_labels)
     except ValueError:
-        raise InputError(f"{dataset_dir}/dataset.json: label values must be integers, got {list(dataset_labels)}") from None
+        raise InputError(f"{dataset_dir}/dataset.json: label values must be integers, "
+                         f"got {list(dataset_labels)}") from None
     if values != list(range(len(values))) or len(values) < 2:
         raise InputError(f"{dataset_dir}/dataset.json: labels must be 0, 1, ..., C - 1 with C >= 2 (0 = background), "
                          f"got {values}")

@@ -74,9 +74,10 @@ def prepare(dataset_dir: Path, out_dir: Path, config: ImplicitUnetConfig, **opti
     """Prepare every training case on its working grid, with the class names of ``dataset.json``."""
     config = copy_preset({"": config}, "")
     with_dataset_labels(config, load_dataset(dataset_dir).labels, Path(dataset_dir))
-    return prepare_dataset(dataset_dir, out_dir, config, prepare_one=prepare_volume_case,
-                           manifest_entries={"files": {"image": "image.npy", "label": "label.npy", "grid": "grid.json"},
-                                             "labels": dict(enumerate(config.labels.names))}, **options)
+    entries = {"files": {"image": "image.npy", "label": "label.npy", "grid": "grid.json"},
+               "labels": {str(value): name for value, name in enumerate(config.labels.names)}}
+    return prepare_dataset(dataset_dir, out_dir, config, prepare_one=prepare_volume_case, manifest_entries=entries,
+                           **options)
 
 
 def output_grid(volume: Volume, spacing_mm: float | tuple[float, float, float] | None) -> tuple[tuple[int, int, int],

@@ -84,7 +84,8 @@ class ImplicitUnet(nn.Module):
 
     def decode(self, stages: list[torch.Tensor], points_patch_voxel: torch.Tensor) -> torch.Tensor:
         """Class logits (B, N, C) at ``points_patch_voxel`` (B, N, 3) of the patch whose encoding is ``stages``."""
-        patch_sides = torch.tensor(stages[0].shape[2:], device=points_patch_voxel.device, dtype=points_patch_voxel.dtype)
+        patch_sides = torch.tensor(stages[0].shape[2:], device=points_patch_voxel.device,
+                                   dtype=points_patch_voxel.dtype)
         normalised = 2.0 * points_patch_voxel / (patch_sides - 1).clamp(min=1) - 1.0
         features = torch.cat([gather_stage_features(stages, points_patch_voxel, self.gather),
                               positional_encoding(normalised, self.n_frequencies)], dim=-1)
