@@ -4,6 +4,7 @@ dense ones; usage errors."""
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -153,3 +154,15 @@ def test_nothing_found_writes_an_empty_labelmap_and_says_so(tmp_path, monkeypatc
     labelmap = read_labelmap(tmp_path / "out" / "case_7" / "labelmap.nii.gz", allow_empty=True)
     assert labelmap.shape == SHAPE and not labelmap.array.any()
     assert not (tmp_path / "out" / "case_7" / "mesh.vtk").exists()
+
+
+def test_res_sets_the_patch_side_and_roi_mm_is_refused():
+    from implicitseg.methods.pipeline import resolve_config
+
+    _, config = resolve_config("implicit-unet", preset="iunet-demo", res=48, roi_mm=None)
+    assert config.grid.patch_voxels == 48 and implicit_unet.PRESETS["iunet-demo"].grid.patch_voxels == 32
+    with pytest.raises(InputError, match="--roi-mm does not apply to method 'implicit-unet'"):
+        resolve_config("implicit-unet", preset=None, res=None, roi_mm=70.0)
+    _, config = resolve_config("implicit-unet", preset="iunet-demo", res=30, roi_mm=None)
+    with pytest.raises(InputError, match="patch side 30 .*use a multiple of 8"):
+        implicit_unet.METHOD.prepare(Path("no-dataset"), Path("no-prep"), config)

@@ -23,6 +23,7 @@ from implicitseg.config import (
 from implicitseg.data.patches import PatchDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import prepare_volume_case, with_dataset_labels, working_image
+from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.inference.sparse_grid import (
     WindowedPointPredictor,
@@ -72,6 +73,10 @@ def preset_for_res(res: int | None) -> str:
 
 def prepare(dataset_dir: Path, out_dir: Path, config: ImplicitUnetConfig, **options: object) -> dict:
     """Prepare every training case on its working grid, with the class names of ``dataset.json``."""
+    multiple = 2 ** (len(config.model.stage_channels) - 1)
+    if config.grid.patch_voxels < multiple or config.grid.patch_voxels % multiple:
+        raise InputError(f"patch side {config.grid.patch_voxels} (--res): the {config.preset} encoder halves it "
+                         f"{len(config.model.stage_channels) - 1} times; use a multiple of {multiple}")
     config = copy_preset({"": config}, "")
     with_dataset_labels(config, load_dataset(dataset_dir).labels, Path(dataset_dir))
     entries = {"files": {"image": "image.npy", "label": "label.npy", "grid": "grid.json"},

@@ -96,7 +96,7 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
     if name not in method.presets:
         raise InputError(f"unknown preset {name!r} for {method_name}; available: {', '.join(method.presets)}")
     config = config_from_dict(method.config_class, config_to_dict(method.presets[name]))
-    if hasattr(config.grid if hasattr(config, "grid") else None, "patch_voxels"):  # patch methods: whole images
+    if hasattr(getattr(config, "grid", None), "patch_voxels"):  # patch methods see whole images in patches
         if roi_mm is not None:
             raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees whole images)")
         if res is not None:
