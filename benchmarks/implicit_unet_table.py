@@ -1,11 +1,12 @@
 """The Implicit U-Net paper's comparison, side by side: the Implicit U-Net and the U-Net with the same encoder
-(its convolutional decoder), the same prepared data and the same wall-clock training budget, on the synthetic
-organ + lesion phantom.
+(its convolutional decoder), the same prepared data and the same training budget (``--epochs``: the same number
+of optimiser steps on the same patches; a count, not a wall time, so that other load on a shared machine cannot
+favour one network), on the synthetic organ + lesion phantom.
 
-    .venv/bin/python benchmarks/implicit_unet_table.py --out bench_out/iunet --cases 24 --minutes 10
+    .venv/bin/python benchmarks/implicit_unet_table.py --out bench_out/iunet --cases 24 --epochs 40
 
 Runs synth (organ) → prepare once (``--preset``, both networks train from it) → train each network in its own
-process for ``--minutes`` → predict every held-out image on its own grid → ``evaluate --kind volume``, through
+process for ``--epochs`` → predict every held-out image on its own grid → ``evaluate --kind volume``, through
 the same pipeline functions as the CLI. Also: the Implicit U-Net once more with a dense pass (every voxel) to
 check the sparse inference against it, and ``train_step.py`` for both presets (step time and peak memory with
 the same batch). Prints per network: Dice per class (mean ± std over held-out cases), parameters, training
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24, help="synthetic training cases")
     parser.add_argument("--test-cases", type=int, default=6, help="held-out synthetic cases")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each network")
+    parser.add_argument("--epochs", type=int, default=40, help="training budget of each network (epochs)")
     parser.add_argument("--preset", default="iunet-demo", help="the Implicit U-Net preset (prepare uses it)")
     parser.add_argument("--conv-preset", default="iunet-conv-demo", help="the same encoder's U-Net preset")
     parser.add_argument("--step-batch", type=int, default=4)
@@ -109,7 +110,7 @@ def main() -> None:
     networks = {"implicit": args.preset, "unet": args.conv_preset}
     rows = {}
     for name, preset in networks.items():
-        training = train_in_subprocess(prep, out / f"run_{name}", args.minutes, preset)
+        training = train_in_subprocess(prep, out / f"run_{name}", 24 * 60.0, preset, args.epochs)
         predictions = out / f"predictions_{name}"
         results = pipeline.run_predict(out / f"run_{name}", [dataset], predictions, show_progress=False)
         pipeline.run_evaluate(predictions, dataset, out / f"metrics_{name}", kind="volume")
@@ -137,21 +138,21 @@ def main() -> None:
               "train_step_memory": implicit["step_peak_mb"] / unet["step_peak_mb"],
               "inference_time": implicit["inference_s_mean"] / unet["inference_s_mean"]}
     report = {"rows": rows, "ratios": ratios, "paper_ratios": PAPER, "sparse_vs_dense": checks,
-              "budget_minutes": args.minutes, "dataset": str(dataset), "step_batch": args.step_batch}
+              "budget_epochs": args.epochs, "dataset": str(dataset), "step_batch": args.step_batch}
     (out / "implicit_unet_table.json").write_text(json.dumps(report, indent=1))
 
     classes = sorted(implicit["dice"])
-    print(f"\n## Implicit U-Net vs the U-Net with the same encoder: same data, {args.minutes:g} min of training each, "
+    print(f"\n## Implicit U-Net vs the U-Net with the same encoder: same data, {args.epochs} epochs of training each, "
           f"{implicit['n_test']} held-out images")
-    print(f"| network | preset | {' | '.join(classes)} | parameters | epochs | step s (batch {args.step_batch}) | "
+    print(f"| network | preset | {' | '.join(classes)} | parameters | train min | step s (batch {args.step_batch}) | "
           f"step peak MB | inference s/image | decoder points/image (voxels) |")
     print("|" + "---|" * (len(classes) + 8))
     for name, row in rows.items():
         dice = " | ".join(f"{row['dice'][c][0]:.3f} ± {row['dice'][c][1]:.3f}" for c in classes)
         points = (f"{row['query_points_mean']:,.0f} ({row['output_voxels_mean']:,.0f})" if name == "implicit"
                   else f"- ({row['output_voxels_mean']:,.0f})")
-        print(f"| {name} | {row['preset']} | {dice} | {row['parameters']:,} | {row['epochs']} | {row['step_s']:.3f} | "
-              f"{row['step_peak_mb']:.0f} | {row['inference_s_mean']:.2f} | {points} |")
+        print(f"| {name} | {row['preset']} | {dice} | {row['parameters']:,} | {row['train_min']:.1f} | "
+              f"{row['step_s']:.3f} | {row['step_peak_mb']:.0f} | {row['inference_s_mean']:.2f} | {points} |")
     print("\nimplicit / U-Net: " + ", ".join(f"{k} {v:.2f} (paper {PAPER[k.replace('_step', '')]:.2f})"
                                           if k.replace("_step", "") in PAPER else f"{k} {v:.2f}"
                                           for k, v in ratios.items()))

@@ -37,16 +37,17 @@ def _hms(minutes: float) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = None) -> dict:
-    """Train one prepared folder in this process (with ``preset``, default the one it was prepared with); returns
-    the summary with wall time and peak memory."""
+def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = None,
+                 max_epochs: int | None = None) -> dict:
+    """Train one prepared folder in this process (with ``preset``, default the one it was prepared with) for
+    ``minutes`` or ``max_epochs``, whichever ends first; returns the summary with wall time and peak memory."""
     import torch
 
     from implicitseg.methods import pipeline
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    summary = pipeline.run_train(prep, run, preset=preset, max_time=_hms(minutes),
+    summary = pipeline.run_train(prep, run, preset=preset, max_time=_hms(minutes), max_epochs=max_epochs,
                                  resume=(run / "checkpoints" / "last.ckpt").is_file(), show_progress=False)
     summary["wall_s"] = time.perf_counter() - start
     summary["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
@@ -57,10 +58,12 @@ def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = Non
     return summary
 
 
-def train_in_subprocess(prep: Path, run: Path, minutes: float, preset: str | None = None) -> dict:
+def train_in_subprocess(prep: Path, run: Path, minutes: float, preset: str | None = None,
+                        max_epochs: int | None = None) -> dict:
     """:func:`train_worker` in a fresh process (its peak memory is its own); returns the summary."""
     command = [sys.executable, __file__, "--train-worker", str(prep), str(run), str(minutes)]
     command += ["--train-preset", preset] if preset else []
+    command += ["--train-epochs", str(max_epochs)] if max_epochs else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"training {prep} failed:\n{done.stderr[-3000:]}")
@@ -81,10 +84,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-worker", nargs=3, metavar=("PREP", "RUN", "MINUTES"), help=argparse.SUPPRESS)
     parser.add_argument("--train-preset", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train-epochs", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_worker:
         prep, run, minutes = args.train_worker
-        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes), args.train_preset)))
+        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes), args.train_preset, args.train_epochs)))
         return
 
     import numpy as np
