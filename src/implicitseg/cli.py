@@ -61,7 +61,7 @@ def prepare(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
     method: Annotated[str, typer.Option(help="Method: nudf, unet, or roi (the ROI detector).")],
     out: Annotated[Path, typer.Option(help="Folder for the prepared data (PREP).")],
-    res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side (default: the preset's).")] = None,
+    res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side, or a patch method's patch side (default: the preset's).")] = None,
     roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64, unet64, roi64).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
@@ -135,6 +135,24 @@ def evaluate(
 
     table = pipeline.run_evaluate(pred, gt, out, kind=kind, gt_space=gt_space.value)
     typer.echo(table)
+
+
+@app.command()
+def report(
+    preds: Annotated[list[Path], typer.Argument(help="Prediction folders (from `predict`), one per method.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write (self-contained: open it offline).")],
+    gt: Annotated[Optional[Path], typer.Option(help="Dataset folder or folder of <case> ground truths: adds its "
+                                                    "contours, surfaces and the metrics.")] = None,
+    run: Annotated[Optional[list[Path]], typer.Option(help="Run folder(s) whose training curves to show.")] = None,
+    gt_space: Annotated[Space, typer.Option(help="Space of GT mesh files when GT is not a dataset folder.")] = Space.LPS,
+) -> None:
+    """An HTML report: metrics of every case worst first, training curves, and per case three slices with the
+    predicted and ground-truth contours and an interactive 3D view."""
+    from implicitseg.methods import pipeline
+
+    written = pipeline.run_report(preds, out, gt=gt, runs=run, gt_space=gt_space.value)
+    typer.echo(f"report of {written['n_cases']} case(s), {len(written['methods'])} method(s): {written['path']} "
+               f"({written['size_bytes'] / 1e6:.1f} MB)")
 
 
 @app.command()

@@ -140,19 +140,10 @@ def find_labelmaps(pred_dir: str | os.PathLike, gt: str | os.PathLike) -> tuple[
     return predicted, truth
 
 
-def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: str | os.PathLike, *,
-                     kind: str = "surface", gt_space: str = "LPS", n_samples: int = 100_000,
-                     completion_mm: float = 2.0, seed: int = 0) -> dict:
-    """Score every predicted case against its ground truth; write ``METRICS.csv`` and ``METRICS.summary.json``.
-
-    ``kind`` must be ``"surface"`` (the metrics of :func:`~implicitseg.evaluation.surface.compute_surface_metrics`,
-    in mm); no other kind is accepted here. ``gt_space`` is the convention of a plain GT folder's files
-    (``"LPS"``/``"RAS"``). Predicted meshes are read in the space their ``prediction.json`` names (LPS
-    without one; a VTK header's ``SPACE=`` wins). Every predicted
-    case needs a GT mesh (InputError naming the cases without one); GT cases with no prediction are ignored.
-    Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``, ``gt``, ``gt_space``, ``n_samples``,
-    ``seed``, ``metrics`` (name → ``{"mean", "std", "median"}``; std is the population std, ddof = 0).
-    """
+def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str = "surface", gt_space: str = "LPS",
+                n_samples: int = 100_000, completion_mm: float = 2.0, seed: int = 0) -> tuple[list[dict], str]:
+    """Per-case metric rows (``{"case", metric...}``, NaN where a metric is missing) of every predicted case of
+    ``pred_dir`` against its ground truth, and the GT meshes' space; see :func:`evaluate_folders`."""
     if kind not in KINDS:
         raise InputError(f"evaluate: --kind {kind!r} is not supported; supported kinds: {', '.join(KINDS)}")
     if kind == "volume":
@@ -174,7 +165,25 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: st
                                               n_samples=n_samples, completion_mm=completion_mm, seed=seed)
         rows.append({"case": identifier, **metrics})
     columns = list(dict.fromkeys(name for row in rows for name in row if name != "case"))  # first-seen order
-    rows = [{"case": row["case"], **{name: row.get(name, math.nan) for name in columns}} for row in rows]
+    return [{"case": row["case"], **{name: row.get(name, math.nan) for name in columns}} for row in rows], space
+
+
+def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: str | os.PathLike, *,
+                     kind: str = "surface", gt_space: str = "LPS", n_samples: int = 100_000,
+                     completion_mm: float = 2.0, seed: int = 0) -> dict:
+    """Score every predicted case against its ground truth; write ``METRICS.csv`` and ``METRICS.summary.json``.
+
+    ``kind`` ``"surface"``: the metrics of :func:`~implicitseg.evaluation.surface.compute_surface_metrics` (mm)
+    on meshes; ``"volume"``: those of :func:`~implicitseg.evaluation.volume.compute_volume_metrics` on labelmaps.
+    ``gt_space`` is the convention of a plain GT folder's files (``"LPS"``/``"RAS"``). Predicted meshes are read
+    in the space their ``prediction.json`` names (LPS without one; a VTK header's ``SPACE=`` wins). Every
+    predicted case needs a ground truth (InputError naming the cases without one); GT cases with no prediction
+    are ignored. Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``, ``gt``, ``gt_space``,
+    ``n_samples``, ``seed``, ``metrics`` (name → ``{"mean", "std", "median"}``; std is the population std,
+    ddof = 0).
+    """
+    rows, space = score_cases(pred_dir, gt, kind=kind, gt_space=gt_space, n_samples=n_samples,
+                              completion_mm=completion_mm, seed=seed)
     summary = {
         "kind": kind,
         "n_cases": len(rows),

@@ -348,6 +348,16 @@ def run_evaluate(pred: Path, gt: Path, out: Path, *, kind: str = "surface", gt_s
     return format_table(summary)
 
 
+def run_report(preds: list[Path], out: Path, *, gt: Path | None = None, runs: list[Path] | None = None,
+               gt_space: str = "LPS") -> dict:
+    """One self-contained HTML file over prediction folders (one per method): metrics worst first, training
+    curves of ``runs``, and per case slice overlays and a 3D view; returns what was written."""
+    from implicitseg.evaluation.report import build_report
+
+    return build_report([Path(p) for p in preds], Path(out), gt=None if gt is None else Path(gt),
+                        runs=[Path(r) for r in runs or []], gt_space=gt_space)
+
+
 def _hms(seconds: float) -> str:
     seconds = max(int(seconds), 10)
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -356,8 +366,8 @@ def _hms(seconds: float) -> str:
 def run_demo(out: Path, *, train_minutes: float = 4.0, detector_minutes: float = 1.0, n_cases: int = 12,
              seed: int = 0, echo: Callable[[str], None] = print) -> dict:
     """synth → prepare → train NUDF and the ROI detector → predict the test images (ROI found by the detector,
-    no label needed) → evaluate, with the small CPU presets; returns the metric summary. Re-running it in the
-    same folder continues from what is already there."""
+    no label needed) → evaluate → report, with the small CPU presets; returns the metric summary. Re-running it
+    in the same folder continues from what is already there."""
     out = Path(out)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -389,10 +399,14 @@ def run_demo(out: Path, *, train_minutes: float = 4.0, detector_minutes: float =
     start = time.perf_counter()
     table = run_evaluate(predictions, dataset, out / "metrics")
     timings["evaluate_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    report = run_report([predictions], out / "report.html", gt=dataset, runs=[run, run_roi])
+    timings["report_s"] = time.perf_counter() - start
     write_json(out / "demo.json", {"timings": timings, "versions": versions()})
     echo(table)
     echo(f"dataset:     {dataset}\nruns:        {run} (NUDF), {run_roi} (ROI detector): checkpoints, logs/\n"
          f"predictions: {predictions}/<case>/mesh.vtk, points.ply (world LPS mm: open them over the image in 3D "
          f"Slicer)\nmetrics:     {out / 'metrics.csv'}\n"
+         f"report:      {report['path']} (open it in a browser: slices, 3D view, metrics)\n"
          f"time:        " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items()))
     return json.loads((out / "metrics.summary.json").read_text())
