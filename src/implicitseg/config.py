@@ -88,22 +88,29 @@ class AugmentConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Optimisation. An epoch is one pass over the training cases, ``points_per_case`` points each."""
+class OptimisationConfig:
+    """What every method's ``train`` section holds: optimiser step size, batch, stopping (``max_epochs``, or
+    ``early_stopping_patience`` epochs without a better validation loss), data-loader workers, seed, augmentation."""
+
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    max_epochs: int = 1000
+    early_stopping_patience: int = 50
+    num_workers: int = 0
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainConfig(OptimisationConfig):
+    """NUDF's optimisation. An epoch is one pass over the training cases, ``points_per_case`` points each."""
 
     points_per_case: int = 15_000
     sample_fractions: tuple[float, float, float] = (0.45, 0.45, 0.10)
     clamp_unit: float = 0.1
     clamp_keeps_gradient: bool = True
     """(fix) near-surface points predicted beyond the clamp still get a gradient; False: the reference loss."""
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    max_epochs: int = 1000
-    early_stopping_patience: int = 50
     val_points_per_case: int = 15_000
-    num_workers: int = 0
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -160,16 +167,10 @@ class UnetModelConfig:
 
 
 @dataclass
-class VoxelTrainConfig:
+class VoxelTrainConfig(OptimisationConfig):
     """Optimisation of voxel-wise segmentation networks (Dice + cross-entropy on whole ROI images)."""
 
     learning_rate: float = 1e-3
-    batch_size: int = 4
-    max_epochs: int = 1000
-    early_stopping_patience: int = 50
-    num_workers: int = 0
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -258,19 +259,13 @@ class PointSamplingConfig:
 
 
 @dataclass
-class PatchTrainConfig:
+class PatchTrainConfig(OptimisationConfig):
     """Optimisation of patch-based segmentation (AdamW, Dice + cross-entropy). An epoch draws
     ``patches_per_case`` patches from each training case; validation uses fixed patches."""
 
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
     batch_size: int = 2
+    weight_decay: float = 1e-2
     patches_per_case: int = 4
-    max_epochs: int = 1000
-    early_stopping_patience: int = 50
-    num_workers: int = 0
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
