@@ -39,13 +39,16 @@ class Space(str, Enum):
 class SynthKind(str, Enum):
     laa = "laa"
     organ = "organ"
+    cardiac = "cardiac"
 
 
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (DESIGN §3 layout).")],
     kind: Annotated[SynthKind, typer.Option(help="laa: CT, left atrial appendage (labelmap + open mesh); organ: "
-                                                 "abdominal CT, organ + lesion (two labels).")] = SynthKind.laa,
+                                                 "abdominal CT, organ + lesion (two labels); cardiac: cine MRI "
+                                                 "short-axis stacks, 4D, LV / myocardium / RV, phantoms/ give "
+                                                 "labels anywhere.")] = SynthKind.laa,
     cases: Annotated[int, typer.Option(min=1, help="Number of training cases (test cases come on top).")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
 ) -> None:

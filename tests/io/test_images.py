@@ -113,3 +113,21 @@ def test_bad_images_give_input_errors_naming_the_file(tmp_path):
     (tmp_path / "empty_folder").mkdir()
     with pytest.raises(InputError, match="no DICOM"):
         read_image(tmp_path / "empty_folder")
+
+
+def test_image_series_round_trip_keeps_frames_geometry_and_time_step(tmp_path):
+    import nibabel
+
+    from implicitseg.io.images import VolumeSeries, read_image, read_image_series, write_image_series
+
+    affine = AFFINE_CASES["flipped_oblique"]
+    frames = np.random.default_rng(0).integers(0, 1000, size=(4, 5, 6, 7)).astype(np.int16)
+    write_image_series(tmp_path / "cine.nii.gz", VolumeSeries(frames, affine, 0.25))
+    series = read_image_series(tmp_path / "cine.nii.gz")
+    assert np.array_equal(series.frames, frames) and series.time_step == 0.25
+    assert np.allclose(series.affine_lps, affine, atol=1e-5)
+    assert nibabel.load(tmp_path / "cine.nii.gz").shape == (5, 6, 7, 4)  # time last on disk, as NIfTI wants
+    with pytest.raises(InputError, match="expected a 3D single-channel image, got 4D"):
+        read_image(tmp_path / "cine.nii.gz")  # a 3D method is told, not crashed
+    write_image_series(tmp_path / "one.nii.gz", VolumeSeries(frames[:1], affine))
+    assert read_image_series(tmp_path / "one.nii.gz").frames.shape == (1, 5, 6, 7)

@@ -33,11 +33,12 @@ from skimage.measure import marching_cubes
 
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import affine_from_geometry, index_to_world
+from implicitseg.io.atomic import write_text
 from implicitseg.io.dataset import write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh
 
-SUPPORTED_KINDS = ("laa", "organ")
+SUPPORTED_KINDS = ("laa", "organ", "cardiac")
 """Phantom kinds :func:`write_synthetic_dataset` can generate."""
 
 LAA_LABELS = {"0": "background", "1": "LAA"}
@@ -741,15 +742,19 @@ def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 
                             n_test: int | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a synthetic dataset in the layout of DESIGN §3 into ``out_dir`` and return ``out_dir``.
 
-    ``kind``: ``laa`` (CT with the left atrial appendage: labelmap and open wall mesh) or ``organ`` (abdominal CT
-    with an organ and a lesion inside it: a two-label labelmap, no mesh; :mod:`.synthetic_organ`).
+    ``kind``: ``laa`` (CT with the left atrial appendage: labelmap and open wall mesh), ``organ`` (abdominal CT
+    with an organ and a lesion inside it: a two-label labelmap, no mesh; :mod:`.synthetic_organ`) or
+    ``cardiac`` (cine MRI short-axis stacks, 4D images and labelmaps of 10 frames, three labels, and the phantom
+    behind each in ``phantoms/<case>.json``, whose labels are known at any point: :mod:`.synthetic_cardiac`).
     ``n_cases`` training cases (``imagesTr``, ``labelsTr``, ``meshesTr``) plus ``n_test`` test cases
     (default ``max(1, n_cases // 5)``; images in ``imagesTs``, ground truth in ``labelsTs``/``meshesTs``),
     ids ``<kind>_000``, ``<kind>_001``, … (test ids follow the training ids). Same seed → identical files' arrays;
     each case depends only on (seed, split, its index in the split). ``progress(done, total)`` is called
     after each case. ``dataset.json`` is written last.
     """
-    from implicitseg.data.synthetic_organ import ORGAN_LABELS, make_organ_case  # it builds on this module
+    from implicitseg.data.synthetic_cardiac import CARDIAC_LABELS, make_cardiac_case  # they build on this module
+    from implicitseg.data.synthetic_organ import ORGAN_LABELS, make_organ_case
+    from implicitseg.io.images import VolumeSeries, write_image_series
 
     if kind not in SUPPORTED_KINDS:
         raise InputError(f"unknown synthetic dataset kind {kind!r}; supported kinds: {', '.join(SUPPORTED_KINDS)}")
@@ -768,11 +773,18 @@ def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 
         is_test = position >= n_cases
         identifier = f"{kind}_{position:03d}"
         rng = case_rng(seed, _TEST_STREAM if is_test else _TRAIN_STREAM, position - n_cases if is_test else position)
-        case = make_laa_case(rng, identifier) if kind == "laa" else make_organ_case(rng, identifier)
         split = "Ts" if is_test else "Tr"
         entry = {"image": f"images{split}/{identifier}.nii.gz", "label": f"labels{split}/{identifier}.nii.gz"}
-        write_image(out_dir / entry["image"], case.image)
-        write_image(out_dir / entry["label"], case.labelmap)
+        if kind == "cardiac":
+            cine = make_cardiac_case(rng, identifier)
+            step = 1.0 / len(cine.image)  # time in fractions of the cardiac cycle
+            write_image_series(out_dir / entry["image"], VolumeSeries(cine.image, cine.affine_lps, step))
+            write_image_series(out_dir / entry["label"], VolumeSeries(cine.labelmap, cine.affine_lps, step))
+            write_text(out_dir / "phantoms" / f"{identifier}.json", cine.phantom.to_json())
+        else:
+            case = make_laa_case(rng, identifier) if kind == "laa" else make_organ_case(rng, identifier)
+            write_image(out_dir / entry["image"], case.image)
+            write_image(out_dir / entry["label"], case.labelmap)
         if kind == "laa":
             entry["mesh"] = f"meshes{split}/{identifier}.vtk"
             write_mesh(out_dir / entry["mesh"], case.mesh, space="LPS")
@@ -782,7 +794,7 @@ def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 
             training.append(entry)
         if progress is not None:
             progress(position + 1, total)
-    labels = LAA_LABELS if kind == "laa" else ORGAN_LABELS
-    write_dataset_json(out_dir, name=f"synthetic-{kind}-seed{seed}", modality="CT", labels=dict(labels),
-                       training=training, test=test, mesh_space="LPS")
+    labels = {"laa": LAA_LABELS, "organ": ORGAN_LABELS, "cardiac": CARDIAC_LABELS}[kind]
+    write_dataset_json(out_dir, name=f"synthetic-{kind}-seed{seed}", modality="MR" if kind == "cardiac" else "CT",
+                       labels=dict(labels), training=training, test=test, mesh_space="LPS")
     return out_dir

@@ -148,6 +148,60 @@ def write_image(path: str | os.PathLike, volume: Volume) -> None:
         sitk.WriteImage(volume.to_sitk(), str(temporary), useCompression=True)
 
 
+@dataclass
+class VolumeSeries:
+    """A 3D+t image: ``frames`` (T, I, J, K) on one grid with the 4×4 index → world LPS mm affine of every frame,
+    ``time_step`` between frames (the 4th spacing of a 4D file; units as written, e.g. ms or a cycle fraction)."""
+
+    frames: np.ndarray
+    affine_lps: np.ndarray
+    time_step: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4:
+            raise ValueError(f"a VolumeSeries holds (T, I, J, K) frames, got shape {self.frames.shape}")
+        self.affine_lps = np.asarray(self.affine_lps, dtype=np.float64)
+
+    def frame(self, index: int) -> Volume:
+        return Volume(self.frames[index], self.affine_lps)
+
+
+def write_image_series(path: str | os.PathLike, series: VolumeSeries) -> None:
+    """Write a 3D+t image atomically as one 4D file (NIfTI, NRRD, MHA): the 3D geometry of the frames and the
+    time step as the 4th spacing."""
+    joined = sitk.JoinSeries([series.frame(t).to_sitk() for t in range(len(series.frames))], 0.0,
+                             float(series.time_step))
+    with atomic_path(Path(path)) as temporary:
+        sitk.WriteImage(joined, str(temporary), useCompression=True)
+
+
+def read_image_series(path: str | os.PathLike, *, dtype: type = np.float32) -> VolumeSeries:
+    """Read a 3D+t image (a 4D file) or a 3D one (one frame); bad files raise :class:`InputError` as
+    :func:`read_image` does."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
+        raise InputError(f"{path}: cannot read image ({first_line[:200]})") from None
+    if image.GetDimension() == 3:
+        volume = read_image(path, dtype=dtype)
+        return VolumeSeries(volume.array[None], volume.affine_lps)
+    if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: expected a 3D or 4D single-channel image, got {image.GetDimension()}D")
+    size = list(image.GetSize())
+    frames = [Volume.from_sitk(sitk.Extract(image, size[:3] + [0], [0, 0, 0, t])) for t in range(size[3])]
+    stacked = np.stack([f.array for f in frames]).astype(dtype, copy=False)
+    if np.issubdtype(stacked.dtype, np.floating) and not np.all(np.isfinite(stacked)):
+        raise InputError(f"{path}: image holds NaN or infinite intensities")
+    spacing = np.array(image.GetSpacing())
+    if not np.all(np.isfinite(spacing[:3])) or np.any(spacing[:3] <= 0):
+        raise InputError(f"{path}: invalid voxel spacing {tuple(spacing)}")
+    return VolumeSeries(stacked, frames[0].affine_lps, float(spacing[3]))
+
+
 def read_labelmap(path: str | os.PathLike, *, allow_empty: bool = False) -> Volume:
     """Read an integer labelmap; raises :class:`InputError` if it has no foreground voxel (unless
     ``allow_empty``: a prediction may be empty and still be scored)."""
