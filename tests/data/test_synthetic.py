@@ -170,7 +170,7 @@ def test_intensities_are_plausible_hounsfield_units(case):
     assert 15.0 < np.std(image[core]) < 50.0, "noise of 20-40 HU"
 
 
-@pytest.mark.parametrize("kind", ["cardiac", "LAA", ""])
+@pytest.mark.parametrize("kind", ["brain", "LAA", ""])
 def test_unknown_kind_raises_input_error(tmp_path, kind):
     with pytest.raises(InputError, match="supported kinds: laa"):
         write_synthetic_dataset(tmp_path / "out", kind=kind, n_cases=1)
