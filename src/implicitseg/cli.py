@@ -104,7 +104,9 @@ def predict(
     roi_center: Annotated[Optional[str], typer.Option(help="ROI centre X,Y,Z in world LPS mm.")] = None,
     roi_label: Annotated[Optional[Path], typer.Option(help="Labelmap (or folder of <case> labelmaps) whose centre of mass is the ROI centre.")] = None,
     roi_run: Annotated[Optional[Path], typer.Option(help="ROI detector run (train --method roi): finds the ROI centre in each whole image.")] = None,
-    spacing: Annotated[Optional[str], typer.Option(help="Whole-image methods (implicit-unet): write the labelmap on the image's box at this spacing, mm (one number, or SI,SJ,SK); default: the image's grid.")] = None,
+    spacing: Annotated[Optional[str], typer.Option(help="Whole-image methods (implicit-unet, nisf): write the labelmap on the image's box at this spacing, mm (one number, or SI,SJ,SK); default: the image's grid.")] = None,
+    plane: Annotated[Optional[str], typer.Option(help="Whole-image methods: the labelmap on a plane instead, 'OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV' in world LPS mm: first pixel centre, the steps along its two axes, pixel counts.")] = None,
+    frame: Annotated[Optional[list[int]], typer.Option(help="3D+t methods (nisf): only these frames (repeatable); default all.")] = None,
     mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
@@ -116,7 +118,7 @@ def predict(
     from implicitseg.methods import pipeline
 
     results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
-                                   spacing=spacing, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
+                                   spacing=spacing, plane=plane, frames=frame, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device)
     for result in results:
         written = result.get("labelmap") if result.get("mesh") is None else result["mesh"]

@@ -140,7 +140,7 @@ def test_roi_options_and_spacing_are_refused_where_they_do_not_apply(tmp_path, m
         with pytest.raises(InputError, match="--spacing"):
             run_predict(tmp_path / "run", image, tmp_path / "out", spacing=bad, show_progress=False)
     save_config(tmp_path / "unet_run" / "config.yaml", unet.preset_config("unet-demo"))
-    with pytest.raises(InputError, match="--spacing applies to whole-image methods"):
+    with pytest.raises(InputError, match="--spacing and --plane apply to whole-image methods"):
         run_predict(tmp_path / "unet_run", image, tmp_path / "out", spacing="0.5", roi_center="0,0,0",
                     show_progress=False)
 

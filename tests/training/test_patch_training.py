@@ -16,7 +16,7 @@ import torch
 from implicitseg.config import ImplicitUnetModelConfig, PatchTrainConfig, PointSamplingConfig, VolumeGridConfig
 from implicitseg.data.synthetic import write_synthetic_dataset
 from implicitseg.io.dataset import list_images
-from implicitseg.io.images import read_image, read_labelmap, resample_volume
+from implicitseg.io.images import grid_at_spacing, read_image, read_labelmap, resample_volume
 from implicitseg.methods import implicit_unet
 from implicitseg.methods.pipeline import run_train
 
@@ -56,10 +56,12 @@ def test_trained_model_finds_the_organ_and_sparse_labels_match_dense(trained):
     model, config = implicit_unet.METHOD.load(root / "run", "best", torch.device("cpu"))
     [image_path] = list_images([root / "ds"])
     volume = read_image(image_path)
-    sparse = implicit_unet.predict_image(model, config, volume, image_path, device=torch.device("cpu"), spacing_mm=2.0)
+    grid = grid_at_spacing(volume, 2.0)
+    sparse = implicit_unet.predict_image(model, config, volume, image_path, device=torch.device("cpu"),
+                                         output_grid=grid)
     dense_config = dataclasses.replace(config, inference=dataclasses.replace(config.inference, dense=True))
     dense = implicit_unet.predict_image(model, dense_config, volume, image_path, device=torch.device("cpu"),
-                                        spacing_mm=2.0)
+                                        output_grid=grid)
     assert np.mean(sparse.labelmap.array == dense.labelmap.array) >= 0.995
     assert sparse.counts["n_query_points"] < 0.7 * dense.counts["n_query_points"]
     labelmap = read_labelmap(root / "ds" / "labelsTs" / image_path.name)
@@ -80,7 +82,7 @@ def test_the_same_encoders_unet_trains_from_the_same_folder_and_resumes(trained)
     [image_path] = list_images([root / "ds"])
     volume = read_image(image_path)
     prediction = implicit_unet.predict_image(model, config, volume, image_path, device=torch.device("cpu"),
-                                             spacing_mm=1.5)
+                                             output_grid=grid_at_spacing(volume, 1.5))
     assert np.allclose(prediction.labelmap.spacing, 1.5)
     assert resample_volume(prediction.labelmap, volume.shape, volume.affine_lps, interpolation="nearest").shape == \
         volume.shape

@@ -23,8 +23,9 @@ class Method:
     - ``load(run_dir, which, map_location) -> (model, config)``
     - ``predict_roi(model, config, roi, roi_image_zyx, *, device, seed) -> RoiPrediction`` for a method that sees
       a ROI, or
-    - ``predict_image(model, config, volume, image_path, *, device, spacing_mm, seed) -> ImagePrediction`` for one
-      that segments whole images (no ROI needed);
+    - ``predict_image(model, config, image, image_path, *, device, output_grid, seed[, frames]) -> ImagePrediction``
+      for one that segments whole images (no ROI needed) on any grid ``(shape, affine)``; ``read_input(path)``
+      reads its input (default: a 3D image);
     - neither for a method that only serves others (the ROI detector, used through ``predict --roi-run``).
     """
 
@@ -38,6 +39,7 @@ class Method:
     load: Callable[..., tuple[Any, Any]]
     predict_roi: Callable[..., Any] | None
     predict_image: Callable[..., Any] | None = None
+    read_input: Callable[..., Any] | None = None
 
 
 PresetConfig = TypeVar("PresetConfig")
@@ -65,9 +67,10 @@ def preset_chooser(presets: Mapping[str, Any], prefix: str, label: str,
 
 
 def _table() -> dict[str, Method]:
-    from implicitseg.methods import implicit_unet, nudf, roi_detector, unet
+    from implicitseg.methods import implicit_unet, nisf, nudf, roi_detector, unet
 
-    return {method.name: method for method in (nudf.METHOD, implicit_unet.METHOD, unet.METHOD, roi_detector.METHOD)}
+    return {method.name: method for method in (nudf.METHOD, implicit_unet.METHOD, nisf.METHOD, unet.METHOD,
+                                               roi_detector.METHOD)}
 
 
 def get_method(name: str) -> Method:

@@ -31,7 +31,7 @@ from implicitseg.inference.sparse_grid import (
     segment_grid,
 )
 from implicitseg.io.dataset import load_dataset
-from implicitseg.io.images import Volume, grid_at_spacing, resample_volume
+from implicitseg.io.images import Volume, resample_volume
 from implicitseg.methods import Method, copy_preset
 from implicitseg.methods.pipeline import ImagePrediction
 from implicitseg.models.implicit_unet import ImplicitUnet
@@ -85,22 +85,15 @@ def prepare(dataset_dir: Path, out_dir: Path, config: ImplicitUnetConfig, **opti
                            **options)
 
 
-def output_grid(volume: Volume, spacing_mm: float | tuple[float, float, float] | None) -> tuple[tuple[int, int, int],
-                                                                                              np.ndarray]:
-    """The grid labels are written on: the image's own, or with ``spacing_mm`` the same box at that spacing."""
-    if spacing_mm is None:
-        return volume.shape, volume.affine_lps
-    return grid_at_spacing(volume, spacing_mm)
-
-
 def predict_image(model: torch.nn.Module, config: ImplicitUnetConfig, volume: Volume, image_path: Path, *,
-                  device: torch.device, spacing_mm: float | tuple[float, float, float] | None = None,
+                  device: torch.device, output_grid: tuple[tuple[int, int, int], np.ndarray] | None = None,
                   seed: int = 0) -> ImagePrediction:
-    """Class probabilities and labels of a whole image on the output grid (:func:`output_grid`)."""
+    """Class probabilities and labels of a whole image on ``output_grid`` (shape, index → world LPS affine; default
+    the image's own grid): the input grid, the same box at another spacing, a plane, anything."""
     start = time.perf_counter()
     work = working_image(volume, config, image_path)
     image_dhw = np.ascontiguousarray(work.array.transpose(2, 1, 0))
-    shape, affine = output_grid(volume, spacing_mm)
+    shape, affine = output_grid if output_grid is not None else (volume.shape, volume.affine_lps)
     timings = {"working_image_s": time.perf_counter() - start}
     start = time.perf_counter()
     patch, overlap = int(config.grid.patch_voxels), float(config.inference.overlap)

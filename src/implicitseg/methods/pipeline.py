@@ -7,6 +7,7 @@ config as YAML next to its outputs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -19,12 +20,12 @@ from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json
-from implicitseg.io.images import Volume
+from implicitseg.io.images import Volume, VolumeSeries
 from implicitseg.io.meshes import Mesh
 from implicitseg.versions import versions
 
 
-DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling")
+DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical")
 """Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
 
@@ -53,7 +54,8 @@ class ImagePrediction:
 
     timings: dict[str, float]
     counts: dict[str, object]
-    labelmap: Volume
+    labelmap: Volume | VolumeSeries
+    """A class per voxel; a series for 3D+t methods (one labelmap per frame)."""
     foreground_probability: Volume
 
 
@@ -68,6 +70,27 @@ def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None
     if len(values) not in (1, 3) or not all(np.isfinite(v) and v > 0 for v in values):
         raise InputError(f"--spacing {text!r}: expected one positive number (mm) or three, SI,SJ,SK")
     return values[0] if len(values) == 1 else (values[0], values[1], values[2])
+
+
+def parse_plane(text: str) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``--plane "OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV"`` (world LPS mm): the first pixel's centre, the steps to the
+    next pixel along the plane's two axes (their lengths are the pixel sizes), and the pixel counts → the grid
+    (NU, NV, 1) and its index → world affine (third axis: the unit normal)."""
+    try:
+        parts = [[float(v) for v in part.split(",")] for part in text.split(";")]
+    except ValueError:
+        parts = []
+    if len(parts) != 4 or [len(p) for p in parts] != [3, 3, 3, 2] or not all(
+            np.isfinite(v) for p in parts for v in p):
+        raise InputError(f"--plane {text!r}: expected OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV (world LPS mm, pixel counts)")
+    origin, step_u, step_v = (np.array(p) for p in parts[:3])
+    counts = [int(round(c)) for c in parts[3]]
+    normal = np.cross(step_u, step_v)
+    if min(counts) < 1 or np.linalg.norm(normal) < 1e-9:
+        raise InputError(f"--plane {text!r}: the two axes must be non-zero and not parallel, the counts positive")
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = step_u, step_v, normal / np.linalg.norm(normal), origin
+    return (counts[0], counts[1], 1), affine
 
 
 def _progress_bar(description: str, total: int):
@@ -225,16 +248,26 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
     from implicitseg.io.meshes import write_mesh
     from implicitseg.meshing.isosurface import probability_to_mesh
 
+    from implicitseg.io.images import write_image_series
+
     start = time.perf_counter()
     labelmap = prediction.labelmap
-    write_image(case_dir / "labelmap.nii.gz", labelmap)
-    record: dict = {"labelmap": str(case_dir / "labelmap.nii.gz"), "output_shape": list(labelmap.shape),
-                    "output_spacing_mm": [float(v) for v in labelmap.spacing]}
-    if np.any(labelmap.array > 0):
+    if isinstance(labelmap, VolumeSeries):
+        write_image_series(case_dir / "labelmap.nii.gz", labelmap)
+        first = labelmap.frame(0)
+    else:
+        write_image(case_dir / "labelmap.nii.gz", labelmap)
+        first = labelmap
+    record: dict = {"labelmap": str(case_dir / "labelmap.nii.gz"), "output_shape": list(first.shape),
+                    "output_spacing_mm": [float(v) for v in first.spacing]}
+    if min(first.shape) < 2:
+        record.update(mesh=None, note="a plane: labelmap only")
+    elif np.any(first.array > 0):
         mesh = probability_to_mesh(prediction.foreground_probability.array, labelmap.affine_lps, level=0.5,
                                    what=f"{case_dir.name}: foreground probability")
         write_mesh(mesh_path, mesh, space=mesh_space)
-        record.update(mesh=str(mesh_path), n_vertices=len(mesh.vertices_world_mm), n_faces=len(mesh.faces))
+        record.update(mesh=str(mesh_path), n_vertices=len(mesh.vertices_world_mm), n_faces=len(mesh.faces),
+                      **({"mesh_frame": 0} if isinstance(labelmap, VolumeSeries) else {}))
     else:
         record.update(mesh=None, warning="no foreground found: the labelmap is all background and no mesh is written")
     record["write_s"] = time.perf_counter() - start
@@ -243,19 +276,20 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
 
 def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
                 roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
-                mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
+                plane: str | None = None, frames: list[int] | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
                 seed: int = 0, show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model.
 
     ROI methods: the ROI is centred by exactly one of ``roi_center`` (world LPS mm), ``roi_label`` (a labelmap's
     centre of mass) or ``roi_run`` (a trained ROI detector); OUT/<case>/ gets mesh.<fmt>, plus points.ply (surface
     methods) or labelmap.nii.gz on the image's grid (voxel methods). Whole-image methods need no ROI and write
-    labelmap.nii.gz and mesh.<fmt> on the image's grid, or the same box at ``spacing`` (mm: one number or three).
+    labelmap.nii.gz and mesh.<fmt> on the image's grid, on the same box at ``spacing`` (mm: one number or three)
+    or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all).
     Every output is in the image's physical space; prediction.json records timings and counts.
     """
     from implicitseg.data.prepare import checked_roi
     from implicitseg.io.dataset import case_id, list_images
-    from implicitseg.io.images import read_image
+    from implicitseg.io.images import grid_at_spacing, read_image
     from implicitseg.io.intensities import roi_image_of
     from implicitseg.io.meshes import write_mesh, write_point_cloud
     from implicitseg.methods import get_method
@@ -272,15 +306,23 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
                          f"pass it to another method's prediction as --roi-run {run}")
     torch_device = _select_device(device)
     spacing_mm = parse_spacing(spacing)
+    plane_grid = parse_plane(plane) if plane is not None else None
+    if spacing_mm is not None and plane_grid is not None:
+        raise InputError("give --spacing or --plane, not both")
+    extra: dict = {}
+    if frames:
+        if method.predict_image is None or "frames" not in inspect.signature(method.predict_image).parameters:
+            raise InputError(f"--frame applies to 3D+t methods (nisf); {method.name} segments 3D images")
+        extra["frames"] = [int(f) for f in frames]
     if method.predict_image is not None:
         given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
                                           ("--roi-run", roi_run)) if value is not None]
         if given:
             raise InputError(f"{method.name} segments whole images: {', '.join(given)} does not apply")
     else:
-        if spacing_mm is not None:
-            raise InputError(f"--spacing applies to whole-image methods; {method.name} predicts on its ROI grid "
-                             f"and writes the labelmap on the image's grid")
+        if spacing_mm is not None or plane_grid is not None:
+            raise InputError(f"--spacing and --plane apply to whole-image methods; {method.name} predicts on its ROI "
+                             f"grid and writes the labelmap on the image's grid")
         center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
     images = list_images(inputs)
     model, config = method.load(run, checkpoint, torch_device)
@@ -294,12 +336,15 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
         for done, image_path in enumerate(images):
             start = time.perf_counter()
             identifier = case_id(image_path)
-            volume = read_image(image_path)
+            volume = (method.read_input or read_image)(image_path)
             case_dir = out / identifier
             mesh_path = case_dir / f"mesh.{mesh_format}"
             if method.predict_image is not None:
+                geometry = volume.frame(0) if isinstance(volume, VolumeSeries) else volume
+                grid = plane_grid or (grid_at_spacing(geometry, spacing_mm) if spacing_mm is not None
+                                      else (geometry.shape, geometry.affine_lps))
                 image_prediction = method.predict_image(model, config, volume, image_path, device=torch_device,
-                                                        spacing_mm=spacing_mm, seed=seed)
+                                                        output_grid=grid, seed=seed, **extra)
                 written = _write_image_outputs(image_prediction, case_dir, mesh_path, mesh_space)
                 timings = {**image_prediction.timings, "write_s": written.pop("write_s"),
                            "total_s": time.perf_counter() - start}

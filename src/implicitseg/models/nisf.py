@@ -53,3 +53,18 @@ class NisfNetwork(nn.Module):
         for index, layer in enumerate(self.residual_layers):
             features = layer(features) + (expanded if index == 0 else features)
         return self.segmentation_head(features), self.image_head(features).squeeze(-1)
+
+
+class NisfModel(nn.Module):
+    """What a NISF run trains and saves: the network, the latent table of the training subjects (initialised
+    N(0, 1e-4²)) and ``inference_steps``, the fitting step count chosen on the validation subjects (0 until one
+    was chosen)."""
+
+    def __init__(self, network: NisfNetwork, n_subjects: int) -> None:
+        super().__init__()
+        if n_subjects < 1:
+            raise ValueError(f"a NISF prior needs at least one training subject, got {n_subjects}")
+        self.network = network
+        self.latents = nn.Embedding(int(n_subjects), network.latent_dim)
+        nn.init.normal_(self.latents.weight, std=1e-4)
+        self.register_buffer("inference_steps", torch.zeros((), dtype=torch.long))

@@ -13,6 +13,7 @@ from monai.losses import DiceCELoss
 
 from implicitseg.config import (
     ImplicitUnetConfig,
+    NisfConfig,
     NudfConfig,
     RoiDetectorConfig,
     UnetConfig,
@@ -23,6 +24,7 @@ from implicitseg.data.augment import apply_augmentation, draw_augmentation, warp
 from implicitseg.data.datasets import LabelledVolume, SurfaceSample
 from implicitseg.data.patches import LabelledPatch, sample_patch_points
 from implicitseg.models.implicit_unet import ImplicitUnet, build_patch_network
+from implicitseg.models.nisf import NisfModel, NisfNetwork
 from implicitseg.models.nudf import NudfModel
 from implicitseg.models.unet import build_unet
 from implicitseg.training.losses import clamped_l1_loss
@@ -181,3 +183,88 @@ class PatchSegmentationModule(ConfiguredModule):
     def configure_optimizers(self) -> Any:
         return torch.optim.AdamW(self.model.parameters(), lr=self.config.train.learning_rate,
                                  weight_decay=self.config.train.weight_decay)
+
+
+def segmentation_point_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """NISF's segmentation loss at points: per-class BCE on the one-hot labels + soft Dice of the softmax;
+    ``class_logits`` (B, N, C), ``labels`` (B, N) int."""
+    one_hot = torch.nn.functional.one_hot(labels, class_logits.shape[-1]).to(class_logits.dtype)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(class_logits, one_hot)
+    probabilities = torch.softmax(class_logits, dim=-1)
+    overlap = (probabilities * one_hot).sum(dim=1)
+    dice = (2.0 * overlap + 1e-5) / (probabilities.sum(dim=1) + one_hot.sum(dim=1) + 1e-5)
+    return bce + 1.0 - dice.mean()
+
+
+def mean_foreground_dice(predicted: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
+    """Mean Dice over the foreground classes present in either labelling (1 when none is)."""
+    scores = []
+    for value in range(1, n_classes):
+        a, b = predicted == value, labels == value
+        total = int(a.sum() + b.sum())
+        if total:
+            scores.append(2.0 * float((a & b).sum()) / total)
+    return float(sum(scores) / len(scores)) if scores else 1.0
+
+
+class NisfLightningModule(ConfiguredModule):
+    """NISF prior training: each step one subject's points with its latent row; loss of the spec ("Prior
+    training"). Validation fits the validation subjects' codes to their images and records their Dice every
+    ``val_record_every`` steps; ``val_loss`` = 1 − the best mean Dice, and that step count becomes the model's
+    ``inference_steps``."""
+
+    config_class = NisfConfig
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._validation_curves: list[list[float]] = []
+
+    @staticmethod
+    def build_model(config: NisfConfig) -> NisfModel:
+        model = config.model
+        network = NisfNetwork(4 if config.canonical.with_time else 3, len(config.labels.names),
+                              latent_dim=model.latent_dim, hidden=model.hidden, n_layers=model.n_layers,
+                              omega0=model.omega0, s0=model.s0)
+        return NisfModel(network, config.canonical.n_training_subjects)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        train = self.config.train
+        latent = self.model.latents(batch["subject"])
+        class_logits, intensity_logits = self.model.network(batch["coordinates"], latent)
+        image_loss = torch.nn.functional.binary_cross_entropy_with_logits(intensity_logits, batch["intensity"])
+        weights = sum(p.pow(2).sum() for p in self.model.network.parameters())
+        loss = (train.image_loss_weight * image_loss + segmentation_point_loss(class_logits, batch["label"])
+                + train.latent_l2 * latent.pow(2).mean() + train.weight_l2 * weights)
+        self._log_loss("train_loss", loss, len(batch["subject"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from implicitseg.inference.fitting import fit_latent
+
+        train, n_classes = self.config.train, len(self.config.labels.names)
+        curve: list[float] = []
+        generator = torch.Generator().manual_seed(train.seed * 7919 + batch_idx)
+        for item in range(len(batch["case_id"])):
+            coordinates, labels = batch["coordinates"][item], batch["label"][item]
+
+            def record(step: int, network: NisfNetwork, latent: torch.Tensor) -> None:
+                with torch.no_grad():
+                    predicted = network(coordinates[None], latent)[0][0].argmax(dim=-1)
+                curve.append(mean_foreground_dice(predicted, labels, n_classes))
+
+            fit_latent(self.model.network, coordinates, batch["intensity"][item], self.config.fit,
+                       steps=train.val_fit_steps, latent_l2=train.latent_l2, generator=generator,
+                       every=train.val_record_every, on_step=record)
+            self._validation_curves.append(curve)
+            curve = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._validation_curves:
+            return
+        mean_curve = torch.tensor(self._validation_curves, dtype=torch.float64).mean(dim=0)
+        best = int(mean_curve.argmax())
+        self.model.inference_steps.fill_(best * self.config.train.val_record_every)
+        self.log("val_loss", 1.0 - float(mean_curve[best]), prog_bar=True, sync_dist=True)
+        self.log("val_dice", float(mean_curve[best]), sync_dist=True)
+        self.log("val_inference_steps", float(best * self.config.train.val_record_every), sync_dist=True)
+        self._validation_curves = []

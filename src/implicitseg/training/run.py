@@ -34,7 +34,7 @@ CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 CHECKPOINTS = ("best", "last")
-RUNTIME_SECTIONS = ("train", "point_cloud", "meshing", "inference")
+RUNTIME_SECTIONS = ("train", "point_cloud", "meshing", "inference", "fit")
 """Config sections that may change between sessions of a run; every other section (method, preset, data,
 network) must be the same in a resumed run, a loaded checkpoint and ``RUN/config.yaml``."""
 
@@ -50,6 +50,8 @@ class TrainingRecipe:
     method: str
     module_class: type[ConfiguredModule]
     dataset: Callable[[Path, str, Any], Dataset]
+    trainer_options: Callable[[Any], dict] | None = None
+    """Extra ``L.Trainer`` arguments for a config (e.g. NISF validates every N epochs, with gradients)."""
 
     @property
     def config_class(self) -> type:
@@ -219,6 +221,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         default_root_dir=run_dir,
+        **(recipe.trainer_options(config) if recipe.trainer_options else {}),
     )
     module = recipe.module_class(config)
     started = time.perf_counter()
