@@ -21,6 +21,7 @@ from implicitseg.io.images import read_image_series
 from implicitseg.methods import copy_preset, nisf
 from implicitseg.methods.pipeline import parse_plane, run_predict, run_prepare, run_train
 from implicitseg.models.nisf import NisfModel, NisfNetwork
+from implicitseg.training.module import NisfLightningModule
 
 from helpers import AFFINE_CASES
 
@@ -119,12 +120,12 @@ def test_prepare_train_and_predict_a_cine_stack_end_to_end(tmp_path, tiny_preset
     summary = run_train(tmp_path / "prep", tmp_path / "run", max_epochs=4, show_progress=False)
     assert summary["epochs_completed"] == 4 and summary["best_val_loss"] is not None
     model, _ = nisf.METHOD.load(tmp_path / "run", "best", torch.device("cpu"))
-    assert 0 <= int(model.inference_steps) <= 20
+    assert 0 <= int(model.inference_steps) <= 20  # validated: a multiple of val_record_every
     [record] = run_predict(tmp_path / "run", [tmp_path / "ds"], tmp_path / "out", spacing="4", show_progress=False)
     labels = read_image_series(tmp_path / "out" / "cardiac_003" / "labelmap.nii.gz")
     assert labels.frames.shape[0] == 10 and np.allclose(np.linalg.norm(labels.affine_lps[:3, :3], axis=0), 4.0)
     timings = json.loads((tmp_path / "out" / "cardiac_003" / "prediction.json").read_text())["timings"]
-    assert timings["fitting_s"] > 0 and record["counts"]["fit_steps"] == (int(model.inference_steps) or 10)
+    assert timings["fitting_s"] > 0 and record["counts"]["fit_steps"] == int(model.inference_steps)
     with pytest.raises(InputError, match="frame\\(s\\) \\[99\\] outside 0..9"):
         run_predict(tmp_path / "run", [tmp_path / "ds"], tmp_path / "o2", frames=[99], show_progress=False)
 
@@ -135,3 +136,18 @@ def test_frames_are_refused_for_3d_methods(tmp_path):
     save_config(tmp_path / "iunet" / "config.yaml", implicit_unet.PRESETS["iunet-demo"])
     with pytest.raises(InputError, match="--frame applies to 3D\\+t methods"):
         run_predict(tmp_path / "iunet", [tmp_path], tmp_path / "out", frames=[1], show_progress=False)
+
+
+def test_a_run_without_validated_steps_fits_for_the_configured_steps():
+    from implicitseg.io.images import VolumeSeries
+
+    config = dataclasses.replace(copy_preset(nisf.PRESETS, "nisf-demo"), labels=LabelsConfig(names=("bg", "fg")),
+                                 canonical=CanonicalConfig(n_training_subjects=2))
+    config.fit.steps = 3
+    model = NisfLightningModule.build_model(config)
+    assert int(model.inference_steps) == -1
+    series = VolumeSeries(np.random.default_rng(0).random((2, 6, 5, 4)), AFFINE_CASES["oblique"])
+    _, latent, counts = nisf.fit_subject(model, config, series, device=torch.device("cpu"))
+    assert counts["fit_steps"] == 3 and counts["fit_points"] == 2 * 6 * 5 * 4 and latent.shape == (1, 64)
+    model.inference_steps.fill_(0)  # validated: the population's mean code is best
+    assert nisf.fit_subject(model, config, series, device=torch.device("cpu"))[2]["fit_steps"] == 0

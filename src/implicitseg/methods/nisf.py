@@ -84,7 +84,8 @@ def fit_subject(model: NisfModel, config: NisfConfig, series: VolumeSeries, *, d
     index = np.indices(spatial).reshape(3, -1).T
     coordinates = np.concatenate([canonical_coordinates(index, series.affine_lps, center, config, time=f / n_frames)
                                   for f in range(n_frames)])
-    steps = int(model.inference_steps) or int(config.fit.steps)
+    validated = int(model.inference_steps)
+    steps = validated if validated >= 0 else int(config.fit.steps)
     generator = torch.Generator().manual_seed(int(seed))
     network, latent = fit_latent(model.network.to(device), torch.from_numpy(coordinates).to(device),
                                  torch.from_numpy(intensity.reshape(-1)).to(device), config.fit, steps=steps,

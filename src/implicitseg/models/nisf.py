@@ -57,8 +57,8 @@ class NisfNetwork(nn.Module):
 
 class NisfModel(nn.Module):
     """What a NISF run trains and saves: the network, the latent table of the training subjects (initialised
-    N(0, 1e-4²)) and ``inference_steps``, the fitting step count chosen on the validation subjects (0 until one
-    was chosen)."""
+    N(0, 1e-4²)) and ``inference_steps``, the fitting step count chosen on the validation subjects (-1 until one
+    was chosen; 0 is a valid choice: the population's mean code fitted no further)."""
 
     def __init__(self, network: NisfNetwork, n_subjects: int) -> None:
         super().__init__()
@@ -67,4 +67,4 @@ class NisfModel(nn.Module):
         self.network = network
         self.latents = nn.Embedding(int(n_subjects), network.latent_dim)
         nn.init.normal_(self.latents.weight, std=1e-4)
-        self.register_buffer("inference_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("inference_steps", torch.full((), -1, dtype=torch.long))
