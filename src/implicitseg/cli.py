@@ -107,6 +107,7 @@ def predict(
     spacing: Annotated[Optional[str], typer.Option(help="Whole-image methods (implicit-unet, nisf): write the labelmap on the image's box at this spacing, mm (one number, or SI,SJ,SK); default: the image's grid.")] = None,
     plane: Annotated[Optional[str], typer.Option(help="Whole-image methods: the labelmap on a plane instead, 'OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV' in world LPS mm: first pixel centre, the steps along its two axes, pixel counts.")] = None,
     frame: Annotated[Optional[list[int]], typer.Option(help="3D+t methods (nisf): only these frames (repeatable); default all.")] = None,
+    fit_weights: Annotated[bool, typer.Option("--fit-weights", help="nisf: fit the network's weights too, not only the subject's code (the authors' released code).")] = False,
     mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
@@ -118,7 +119,8 @@ def predict(
     from implicitseg.methods import pipeline
 
     results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
-                                   spacing=spacing, plane=plane, frames=frame, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
+                                   spacing=spacing, plane=plane, frames=frame, fit_weights=fit_weights,
+                                   mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device)
     for result in results:
         written = result.get("labelmap") if result.get("mesh") is None else result["mesh"]

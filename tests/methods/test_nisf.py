@@ -151,3 +151,18 @@ def test_a_run_without_validated_steps_fits_for_the_configured_steps():
     assert counts["fit_steps"] == 3 and counts["fit_points"] == 2 * 6 * 5 * 4 and latent.shape == (1, 64)
     model.inference_steps.fill_(0)  # validated: the population's mean code is best
     assert nisf.fit_subject(model, config, series, device=torch.device("cpu"))[2]["fit_steps"] == 0
+
+
+def test_the_same_method_runs_on_3d_volumes(tmp_path, tiny_presets):
+    from implicitseg.io.images import read_image, read_labelmap
+
+    write_synthetic_dataset(tmp_path / "ds", kind="organ", n_cases=2, n_test=1, seed=2)
+    manifest = run_prepare(tmp_path / "ds", tmp_path / "prep", method="nisf", preset="nisf-demo", show_progress=False)
+    assert manifest["config"]["canonical"]["with_time"] is False
+    run_train(tmp_path / "prep", tmp_path / "run", max_epochs=2, show_progress=False)
+    [record] = run_predict(tmp_path / "run", [tmp_path / "ds"], tmp_path / "out", fit_weights=True,
+                           show_progress=False)
+    image = read_image(tmp_path / "ds" / "imagesTs" / "organ_002.nii.gz")
+    labelmap = read_labelmap(tmp_path / "out" / "organ_002" / "labelmap.nii.gz", allow_empty=True)
+    assert labelmap.shape == image.shape and np.allclose(labelmap.affine_lps, image.affine_lps, atol=1e-4)
+    assert record["counts"]["fit_weights"] is True and record["counts"]["frames"] == [0]

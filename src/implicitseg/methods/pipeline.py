@@ -276,7 +276,7 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
 
 def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
                 roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
-                plane: str | None = None, frames: list[int] | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
+                plane: str | None = None, frames: list[int] | None = None, fit_weights: bool = False, mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
                 seed: int = 0, show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model.
 
@@ -284,7 +284,8 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
     centre of mass) or ``roi_run`` (a trained ROI detector); OUT/<case>/ gets mesh.<fmt>, plus points.ply (surface
     methods) or labelmap.nii.gz on the image's grid (voxel methods). Whole-image methods need no ROI and write
     labelmap.nii.gz and mesh.<fmt> on the image's grid, on the same box at ``spacing`` (mm: one number or three)
-    or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all).
+    or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all); methods
+    that fit a code first (NISF) also fit the network's weights with ``fit_weights`` (the authors' code).
     Every output is in the image's physical space; prediction.json records timings and counts.
     """
     from implicitseg.data.prepare import checked_roi
@@ -326,6 +327,10 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
         center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
     images = list_images(inputs)
     model, config = method.load(run, checkpoint, torch_device)
+    if fit_weights:
+        if not hasattr(config, "fit"):
+            raise InputError(f"--fit-weights applies to methods that fit a code at prediction (nisf), not {method.name}")
+        config.fit.fit_weights = True
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.yaml", config)
