@@ -163,6 +163,8 @@ def test_res_sets_the_patch_side_and_roi_mm_is_refused():
     assert config.grid.patch_voxels == 48 and implicit_unet.PRESETS["iunet-demo"].grid.patch_voxels == 32
     with pytest.raises(InputError, match="--roi-mm does not apply to method 'implicit-unet'"):
         resolve_config("implicit-unet", preset=None, res=None, roi_mm=70.0)
+    with pytest.raises(InputError, match="--res does not apply to method 'nisf'"):
+        resolve_config("nisf", preset="nisf-demo", res=64, roi_mm=None)
     _, config = resolve_config("implicit-unet", preset="iunet-demo", res=30, roi_mm=None)
     with pytest.raises(InputError, match="patch side 30 .*use a multiple of 8"):
         implicit_unet.METHOD.prepare(Path("no-dataset"), Path("no-prep"), config)

@@ -119,17 +119,17 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
     if name not in method.presets:
         raise InputError(f"unknown preset {name!r} for {method_name}; available: {', '.join(method.presets)}")
     config = config_from_dict(method.config_class, config_to_dict(method.presets[name]))
-    if hasattr(getattr(config, "grid", None), "patch_voxels"):  # patch methods see whole images in patches
+    if not hasattr(config, "roi"):  # whole images: the ROI detector's grid, patch methods' patches, or coordinates
         if roi_mm is not None:
             raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees whole images)")
+        grid = getattr(config, "grid", None)
         if res is not None:
-            config.grid.patch_voxels = int(res)
-        return method, config
-    if not hasattr(config, "roi"):  # the ROI detector sees whole images on its own grid
-        if roi_mm is not None:
-            raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees the whole image)")
-        if res is not None:
-            config.grid.res = int(res)
+            if hasattr(grid, "patch_voxels"):
+                grid.patch_voxels = int(res)
+            elif hasattr(grid, "res"):
+                grid.res = int(res)
+            else:
+                raise InputError(f"--res does not apply to method {method_name!r} (it has no input grid)")
         return method, config
     if res is not None:
         config.roi.res = int(res)
