@@ -21,7 +21,7 @@ from implicitseg.data.nisf import (
     prepare_nisf_case,
     world_to_canonical,
 )
-from implicitseg.data.prepare import prepare_dataset, split_cases
+from implicitseg.data.prepare import ProgressCallback, prepare_dataset, split_cases
 from implicitseg.data.prepare_labels import with_dataset_labels
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
@@ -56,16 +56,17 @@ def preset_for_res(res: int | None) -> str:
 
 
 def prepare(dataset_dir: Path, out_dir: Path, config: NisfConfig, *, workers: int = 1, val_fraction: float = 0.2,
-            seed: int = 0, progress=None) -> dict:
+            seed: int = 0, progress: ProgressCallback | None = None) -> dict:
     """Prepare every training case with the dataset's classes, one latent row per training subject, and time
     as a coordinate when the images have several frames."""
     config = copy_preset({"": config}, "")
     dataset = load_dataset(dataset_dir)
     with_dataset_labels(config, dataset.labels, Path(dataset_dir))
     splits = split_cases([case.case_id for case in dataset.training], val_fraction, seed)
-    frames = {read_image_series(case.image).frames.shape[0] for case in dataset.training[:1]}
+    # the dataset's first image says whether it is 3D+t (time becomes a coordinate) or 3D
+    n_frames = read_image_series(dataset.training[0].image).frames.shape[0] if dataset.training else 1
     config.canonical = dataclasses.replace(config.canonical, n_training_subjects=len(splits["train"]),
-                                           with_time=max(frames, default=1) > 1)
+                                           with_time=n_frames > 1)
     entries = {"files": {"image": "image.npy", "label": "label.npy", "grid": "grid.json"},
                "labels": {str(value): name for value, name in enumerate(config.labels.names)},
                "latent_rows": {case: row for row, case in enumerate(splits["train"])}}
