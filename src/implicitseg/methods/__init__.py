@@ -37,7 +37,7 @@ class Method:
     prepare: Callable[..., dict]
     train: Callable[..., dict]
     load: Callable[..., tuple[Any, Any]]
-    predict_roi: Callable[..., Any] | None
+    predict_roi: Callable[..., Any] | None = None
     predict_image: Callable[..., Any] | None = None
     read_input: Callable[..., Any] | None = None
 

@@ -133,6 +133,5 @@ METHOD = Method(
     prepare=prepare,
     train=partial(train_run, RECIPE),
     load=partial(load_model, RECIPE),
-    predict_roi=None,
     predict_image=predict_image,
 )

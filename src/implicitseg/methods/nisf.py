@@ -155,7 +155,6 @@ METHOD = Method(
     prepare=prepare,
     train=partial(train_run, RECIPE),
     load=partial(load_model, RECIPE),
-    predict_roi=None,
     predict_image=predict_image,
     read_input=read_image_series,
 )

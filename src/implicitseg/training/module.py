@@ -59,6 +59,15 @@ class ConfiguredModule(L.LightningModule):
         seed = (self.config.train.seed * 1_000_003 + self.current_epoch) * 4099 + self.global_rank
         self._augment_generator = torch.Generator().manual_seed(seed)
 
+    def _augmented_volumes(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch's images and labelmaps (B, 1, D, H, W), each item moved by its own random rigid
+        transform (the same for its image and labels) when augmentation is on."""
+        augment = self.config.train.augment
+        if augment.probability > 0:
+            params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
+            image, label = warp_volumes(image, label, params)
+        return image, label
+
     def _log_loss(self, name: str, loss: torch.Tensor, batch_size: int) -> None:
         self.log(name, loss, on_step=name.startswith("train"), on_epoch=True, prog_bar=True, batch_size=batch_size,
                  sync_dist=True)
@@ -119,11 +128,7 @@ class SegmentationLightningModule(ConfiguredModule):
         return self.model(image)
 
     def training_step(self, batch: LabelledVolume, batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"]
-        augment = self.config.train.augment
-        if augment.probability > 0:
-            params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
-            image, label = warp_volumes(image, label, params)
+        image, label = self._augmented_volumes(batch["image"], batch["label"])
         loss = self.loss_function(self.model(image), label)
         self._log_loss("train_loss", loss, image.shape[0])
         return loss
@@ -165,11 +170,7 @@ class PatchSegmentationModule(ConfiguredModule):
         return self.loss_function(logits.transpose(1, 2), targets[:, None])
 
     def training_step(self, batch: LabelledPatch, batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"]
-        augment = self.config.train.augment
-        if augment.probability > 0:
-            params = draw_augmentation(augment, image.shape[0], generator=self._augment_generator)
-            image, label = warp_volumes(image, label, params)
+        image, label = self._augmented_volumes(batch["image"], batch["label"])
         loss = self._loss(image, label, self._augment_generator)
         self._log_loss("train_loss", loss, image.shape[0])
         return loss
