@@ -56,3 +56,18 @@ class BrightIsForeground(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.zeros_like(image), (image - 0.5) * 20.0], dim=1)
+
+
+def posed_ellipsoid_labelmap(affine_lps: np.ndarray, semi_axes_mm: np.ndarray, rotation: np.ndarray,
+                             scale: float = 1.0, extent_mm: float = 64.0):
+    """A labelmap (:class:`Volume`, uint8) of an ellipsoid of ``semi_axes_mm`` × ``scale``, turned by ``rotation``
+    (3, 3), at the centre of a grid ``extent_mm`` wide along each of its axes; and that centre (3,) world LPS mm."""
+    from implicitseg.geometry.frames import index_to_world
+    from implicitseg.io.images import Volume
+
+    shape = tuple(int(n) for n in np.ceil(extent_mm / np.linalg.norm(affine_lps[:3, :3], axis=0)))
+    center = index_to_world(np.array(shape)[None] / 2.0, affine_lps)[0]
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    local = (index_to_world(index, affine_lps) - center) @ rotation / scale
+    inside = np.linalg.norm(local / np.asarray(semi_axes_mm), axis=1) <= 1.0
+    return Volume(inside.reshape(shape).astype(np.uint8), affine_lps), center

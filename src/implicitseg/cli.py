@@ -108,6 +108,7 @@ def predict(
     plane: Annotated[Optional[str], typer.Option(help="Whole-image methods: the labelmap on a plane instead, 'OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV' in world LPS mm: first pixel centre, the steps along its two axes, pixel counts.")] = None,
     frame: Annotated[Optional[list[int]], typer.Option(help="3D+t methods (nisf): only these frames (repeatable); default all.")] = None,
     fit_weights: Annotated[bool, typer.Option("--fit-weights", help="nisf: fit the network's weights too, not only the subject's code (the authors' released code).")] = False,
+    initial: Annotated[Optional[Path], typer.Option(help="ismm: the initial segmentation to refine, a labelmap (any grid) or closed mesh (world LPS mm), or a folder of <case> files.")] = None,
     mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
@@ -120,8 +121,12 @@ def predict(
 
     results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
                                    spacing=spacing, plane=plane, frames=frame, fit_weights=fit_weights,
-                                   mesh_format=mesh_format.value, mesh_space=mesh_space.value,
+                                   initial=initial, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device)
+    _echo_predictions(results)
+
+
+def _echo_predictions(results: list[dict]) -> None:
     for result in results:
         written = result.get("labelmap") if result.get("mesh") is None else result["mesh"]
         typer.echo(f"{result['case']}: {written} ({result['timings']['total_s']:.1f} s)"
@@ -129,12 +134,35 @@ def predict(
 
 
 @app.command()
+def refine(
+    run: Annotated[Path, typer.Argument(help="ISMM run folder (train --method ismm).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders: each gives the grid of its refined labelmap.")],
+    initial: Annotated[Path, typer.Option(help="Initial segmentation: a labelmap (any grid) or closed mesh (world LPS mm), or a folder of <case>.nii.gz / <case>.vtk.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/<case>/mesh.<fmt>, labelmap.nii.gz, points.ply (trusted points), prediction.json.")],
+    mesh_format: Annotated[MeshFormat, typer.Option(help="Mesh file format.")] = MeshFormat.vtk,
+    mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
+    device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the point draws and fresh codes.")] = 0,
+) -> None:
+    """Refine an initial segmentation with an ISMM shape prior (the same as `predict RUN IMAGE --initial ...`):
+    the refined mesh and its labelmap on the image's grid, in the image's physical space."""
+    from implicitseg.methods import pipeline
+
+    _echo_predictions(pipeline.run_predict(run, inputs, out, initial=initial, mesh_format=mesh_format.value,
+                                           mesh_space=mesh_space.value, checkpoint=checkpoint, device=device,
+                                           seed=seed))
+
+
+@app.command()
 def evaluate(
     pred: Annotated[Path, typer.Argument(help="Prediction folder (from `predict`).")],
     gt: Annotated[Path, typer.Argument(help="Dataset folder or folder of <case> ground-truth meshes.")],
     out: Annotated[Path, typer.Option(help="Metrics path: writes METRICS.csv and METRICS.summary.json.")],
-    kind: Annotated[str, typer.Option(help="surface (meshes: Chamfer, accuracy, completion, HD95) or volume "
-                                            "(labelmaps of voxel methods: Dice, HD95, ASSD, NSD).")] = "surface",
+    kind: Annotated[str, typer.Option(help="surface (meshes: Chamfer, accuracy, completion, HD95), volume "
+                                            "(labelmaps: Dice, HD95, ASSD, NSD at 1 mm) or shape (ISMM's Chamfer on "
+                                            "30k and EMD on 1k points per surface, in mm and normalised to the GT's "
+                                            "unit sphere; a GT labelmap's surface where there is no GT mesh).")] = "surface",
     gt_space: Annotated[Space, typer.Option(help="Space of GT mesh files when GT is not a dataset folder.")] = Space.LPS,
 ) -> None:
     """Metrics per case (mm) and their mean, std and median."""

@@ -104,7 +104,7 @@ def test_no_predicted_cases_raises(tmp_path, gt_dataset):
 
 
 def test_unknown_kind_and_volume_without_labelmaps_are_refused(pred_dir, gt_dataset, tmp_path):
-    with pytest.raises(InputError, match="--kind 'area' is not supported; supported kinds: surface, volume"):
+    with pytest.raises(InputError, match="--kind 'area' is not supported; supported kinds: surface, volume, shape"):
         evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", kind="area")
     with pytest.raises(InputError, match="no predicted labelmaps.*--kind surface"):
         evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", kind="volume")

@@ -1,11 +1,12 @@
 """The ``evaluate`` stage: predictions vs ground truth → per-case CSV + summary JSON (DESIGN §2, §5).
 
-``PRED`` is a ``predict`` output folder, one sub-folder per case holding ``mesh.<vtk|ply|stl|obj>`` (kind
-``surface``) and, for voxel methods, ``labelmap.nii.gz`` (kind ``volume``). ``GT`` is either a dataset folder
-(``dataset.json`` gives ``mesh_space``; meshes are looked up as ``meshesTs/<case>.<ext>``, then
+``PRED`` is a ``predict`` output folder, one sub-folder per case holding ``mesh.<vtk|ply|stl|obj>`` (kinds
+``surface`` and ``shape``) and, for voxel methods, ``labelmap.nii.gz`` (kind ``volume``). ``GT`` is either a
+dataset folder (``dataset.json`` gives ``mesh_space``; meshes are looked up as ``meshesTs/<case>.<ext>``, then
 ``meshesTr/<case>.<ext>``; labelmaps as ``labelsTs/``, then ``labelsTr/``) or a plain folder of
 ``<case>.<ext>`` files. Meshes are read into world LPS mm (:func:`~implicitseg.io.meshes.read_mesh`) before any
-distance is taken; labelmaps are compared on the ground truth's grid.
+distance is taken; labelmaps are compared on the ground truth's grid. Kind ``shape`` alone falls back, for a case
+with no GT mesh, on the marching-cubes surface of its GT labelmap (every label > 0).
 """
 
 from __future__ import annotations
@@ -20,16 +21,24 @@ from pathlib import Path
 import numpy as np
 
 from implicitseg.errors import InputError
+from implicitseg.evaluation.shape import (
+    N_CHAMFER,
+    N_EMD,
+    NORMALISATION,
+    compute_shape_metrics,
+)
 from implicitseg.evaluation.surface import compute_surface_metrics
 from implicitseg.evaluation.volume import NSD_TOLERANCE_MM, compute_volume_metrics
 from implicitseg.io.atomic import write_json, write_text
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import IMAGE_SUFFIXES, read_labelmap
-from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, read_mesh
+from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, Mesh, read_mesh
+from implicitseg.meshing.isosurface import labelmap_to_mesh
 
-KINDS = ("surface", "volume")
-"""Metric kinds: ``surface`` (meshes, :mod:`~implicitseg.evaluation.surface`) and ``volume`` (labelmaps,
-:mod:`~implicitseg.evaluation.volume`)."""
+KINDS = ("surface", "volume", "shape")
+"""Metric kinds: ``surface`` (meshes, :mod:`~implicitseg.evaluation.surface`), ``volume`` (labelmaps,
+:mod:`~implicitseg.evaluation.volume`) and ``shape`` (meshes, or a GT labelmap's surface where the GT has no
+mesh: the ISMM paper's Chamfer distance and EMD, :mod:`~implicitseg.evaluation.shape`)."""
 
 PREDICTED_LABELMAP = "labelmap.nii.gz"
 
@@ -118,9 +127,27 @@ def find_ground_truth_meshes(gt: str | os.PathLike, *, gt_space: str = "LPS") ->
     return found, space
 
 
+def _is_image(path: Path) -> bool:
+    return any(path.name.endswith(suffix) for suffix in IMAGE_SUFFIXES)
+
+
+def find_ground_truth_labelmaps(gt: str | os.PathLike) -> dict[str, Path]:
+    """Case id → GT labelmap. A dataset folder's ``labelsTs/`` wins over its ``labelsTr/``; a plain GT folder
+    holds ``<case>.<image suffix>`` files."""
+    gt = Path(gt)
+    if not gt.is_dir():
+        raise InputError(f"{gt}: ground-truth folder not found")
+    folders = [gt / "labelsTr", gt / "labelsTs"] if (gt / "dataset.json").is_file() else [gt]
+    truth: dict[str, Path] = {}
+    for folder in folders:  # labelsTs is read last, so its files replace labelsTr's
+        if folder.is_dir():
+            truth.update({case_id(path): path for path in sorted(folder.iterdir()) if _is_image(path)})
+    return truth
+
+
 def find_labelmaps(pred_dir: str | os.PathLike, gt: str | os.PathLike) -> tuple[dict[str, Path], dict[str, Path]]:
-    """(case id → ``PRED/<case>/labelmap.nii.gz``, case id → GT labelmap). A dataset folder's ``labelsTs/`` wins
-    over its ``labelsTr/``; a plain GT folder holds ``<case>.<image suffix>`` files."""
+    """(case id → ``PRED/<case>/labelmap.nii.gz``, case id → GT labelmap); see
+    :func:`find_ground_truth_labelmaps`."""
     pred_dir, gt = Path(pred_dir), Path(gt)
     if not pred_dir.is_dir():
         raise InputError(f"{pred_dir}: prediction folder not found")
@@ -131,17 +158,36 @@ def find_labelmaps(pred_dir: str | os.PathLike, gt: str | os.PathLike) -> tuple[
     if not predicted:
         raise InputError(f"{pred_dir}: no predicted labelmaps (expected <case>/{PREDICTED_LABELMAP}; surface "
                          f"methods are scored with --kind surface)")
-    folders = [gt / "labelsTr", gt / "labelsTs"] if (gt / "dataset.json").is_file() else [gt]
-    truth: dict[str, Path] = {}
-    for folder in folders:  # labelsTs is read last, so its files replace labelsTr's
-        if folder.is_dir():
-            truth.update({case_id(path): path for path in sorted(folder.iterdir())
-                          if any(path.name.endswith(suffix) for suffix in IMAGE_SUFFIXES)})
-    return predicted, truth
+    return predicted, find_ground_truth_labelmaps(gt)
+
+
+def find_ground_truth_surfaces(gt: str | os.PathLike, *,
+                               gt_space: str = "LPS") -> tuple[dict[str, Path], str]:
+    """(case id → GT mesh, or GT labelmap for a case with no mesh; the meshes' space), for kind ``shape``.
+    Meshes as :func:`find_ground_truth_meshes`; labelmaps as :func:`find_ground_truth_labelmaps` (they are in
+    world LPS mm whatever the meshes' space). Tell the two apart by suffix (:func:`is_labelmap_path`)."""
+    meshes, space = find_ground_truth_meshes(gt, gt_space=gt_space)
+    labelmaps = find_ground_truth_labelmaps(gt)
+    return {**{identifier: path for identifier, path in labelmaps.items() if identifier not in meshes},
+            **meshes}, space
+
+
+def is_labelmap_path(path: Path) -> bool:
+    """Whether a ground-truth path is a labelmap (an image suffix) rather than a mesh."""
+    return _is_image(Path(path))
+
+
+def read_ground_truth_surface(path: Path, space: str) -> Mesh:
+    """The GT surface in world LPS mm: a mesh read in ``space``, or a labelmap's marching-cubes surface of every
+    voxel > 0 (:func:`~implicitseg.meshing.isosurface.labelmap_to_mesh`, level 0.5)."""
+    if is_labelmap_path(path):
+        return labelmap_to_mesh(read_labelmap(path))
+    return read_mesh(path, space=space)
 
 
 def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str = "surface", gt_space: str = "LPS",
-                n_samples: int = 100_000, completion_mm: float = 2.0, seed: int = 0) -> tuple[list[dict], str]:
+                n_samples: int = 100_000, completion_mm: float = 2.0, seed: int = 0, n_chamfer: int = N_CHAMFER,
+                n_emd: int = N_EMD) -> tuple[list[dict], str]:
     """Per-case metric rows (``{"case", metric...}``, NaN where a metric is missing) of every predicted case of
     ``pred_dir`` against its ground truth, and the GT meshes' space; see :func:`evaluate_folders`."""
     if kind not in KINDS:
@@ -149,6 +195,9 @@ def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str
     if kind == "volume":
         predicted, truth = find_labelmaps(pred_dir, gt)
         space = "LPS"
+    elif kind == "shape":
+        predicted = find_predicted_meshes(pred_dir)
+        truth, space = find_ground_truth_surfaces(gt, gt_space=gt_space)
     else:
         predicted = find_predicted_meshes(pred_dir)
         truth, space = find_ground_truth_meshes(gt, gt_space=gt_space)
@@ -159,6 +208,10 @@ def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str
     for identifier, pred_path in predicted.items():
         if kind == "volume":
             metrics = compute_volume_metrics(read_labelmap(pred_path, allow_empty=True), read_labelmap(truth[identifier]))
+        elif kind == "shape":
+            metrics = compute_shape_metrics(read_mesh(pred_path, space=predicted_space(pred_path)),
+                                            read_ground_truth_surface(truth[identifier], space),
+                                            n_chamfer=n_chamfer, n_emd=n_emd, seed=seed)
         else:
             metrics = compute_surface_metrics(read_mesh(pred_path, space=predicted_space(pred_path)),
                                               read_mesh(truth[identifier], space=space),
@@ -170,28 +223,40 @@ def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str
 
 def evaluate_folders(pred_dir: str | os.PathLike, gt: str | os.PathLike, out: str | os.PathLike, *,
                      kind: str = "surface", gt_space: str = "LPS", n_samples: int = 100_000,
-                     completion_mm: float = 2.0, seed: int = 0) -> dict:
+                     completion_mm: float = 2.0, seed: int = 0, n_chamfer: int = N_CHAMFER,
+                     n_emd: int = N_EMD) -> dict:
     """Score every predicted case against its ground truth; write ``METRICS.csv`` and ``METRICS.summary.json``.
 
     ``kind`` ``"surface"``: the metrics of :func:`~implicitseg.evaluation.surface.compute_surface_metrics` (mm)
-    on meshes; ``"volume"``: those of :func:`~implicitseg.evaluation.volume.compute_volume_metrics` on labelmaps.
-    ``gt_space`` is the convention of a plain GT folder's files (``"LPS"``/``"RAS"``). Predicted meshes are read
-    in the space their ``prediction.json`` names (LPS without one; a VTK header's ``SPACE=`` wins). Every
-    predicted case needs a ground truth (InputError naming the cases without one); GT cases with no prediction
-    are ignored. Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``, ``gt``, ``gt_space``,
-    ``n_samples``, ``seed``, ``metrics`` (name → ``{"mean", "std", "median"}``; std is the population std,
-    ddof = 0).
+    on meshes; ``"volume"``: those of :func:`~implicitseg.evaluation.volume.compute_volume_metrics` on labelmaps;
+    ``"shape"``: those of :func:`~implicitseg.evaluation.shape.compute_shape_metrics` (Chamfer on ``n_chamfer``
+    points per surface, EMD on ``n_emd``; normalised and mm) on meshes, a GT labelmap's surface standing in for
+    a missing GT mesh. ``gt_space`` is the convention of a plain GT folder's files (``"LPS"``/``"RAS"``).
+    Predicted meshes are read in the space their ``prediction.json`` names (LPS without one; a VTK header's
+    ``SPACE=`` wins). Every predicted case needs a ground truth (InputError naming the cases without one); GT
+    cases with no prediction are ignored. Returns the summary: ``kind``, ``n_cases``, ``cases``, ``pred``,
+    ``gt``, ``gt_space``, ``n_samples`` (not for ``shape``), ``seed``, ``metrics`` (name → ``{"mean", "std",
+    "median"}``; std is the population std, ddof = 0); ``volume`` adds ``nsd_tolerance_mm``; ``shape`` adds
+    ``n_chamfer``, ``n_emd``, ``normalisation`` (in words) and ``gt_from_labelmap`` (the cases whose GT surface
+    is a labelmap's).
     """
     rows, space = score_cases(pred_dir, gt, kind=kind, gt_space=gt_space, n_samples=n_samples,
-                              completion_mm=completion_mm, seed=seed)
+                              completion_mm=completion_mm, seed=seed, n_chamfer=n_chamfer, n_emd=n_emd)
+    cases = [row["case"] for row in rows]
+    if kind == "shape":
+        truth, _ = find_ground_truth_surfaces(gt, gt_space=gt_space)
+        specific = {"n_chamfer": n_chamfer, "n_emd": n_emd, "normalisation": NORMALISATION,
+                    "gt_from_labelmap": [case for case in cases if is_labelmap_path(truth[case])]}
+    else:
+        specific = {"n_samples": n_samples}
     summary = {
         "kind": kind,
         "n_cases": len(rows),
-        "cases": [row["case"] for row in rows],
+        "cases": cases,
         "pred": str(Path(pred_dir)),
         "gt": str(Path(gt)),
         "gt_space": space,
-        "n_samples": n_samples,
+        **specific,
         "seed": seed,
         **({"nsd_tolerance_mm": NSD_TOLERANCE_MM} if kind == "volume" else {}),
         "metrics": summarize(rows),

@@ -46,12 +46,51 @@ def _subsample(points: np.ndarray, max_points: int, rng: np.random.Generator) ->
     return points[rng.choice(len(points), max_points, replace=False)]
 
 
-def cpd_similarity(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_points: int = 3000,
-                   iterations: int = 100, tolerance: float = 1e-3, seed: int = 0) -> SimilarityTransform:
-    """The similarity transform that brings ``moving_points`` (N, 3) onto ``fixed_points`` (M, 3), by Coherent
-    Point Drift (rigid with scaling, no outlier weight), each cloud subsampled to ``max_points`` so the N × M
-    posterior fits in memory. Both clouds are first centred and scaled to unit RMS radius (CPD's variance
-    initialisation behaves the same for any mm extent), which the returned transform accounts for."""
+@dataclass(frozen=True)
+class CpdResult:
+    """A Coherent Point Drift registration: the similarity that brings the moving cloud onto the fixed one, the
+    indices (K,) of the moving points it used (a subsample) and, per used moving point, the total posterior mass the
+    fixed points assign to it (K,): near 0 for a moving point no fixed point claims."""
+
+    transform: SimilarityTransform
+    moving_indices: np.ndarray
+    moving_posterior_mass: np.ndarray
+
+
+def principal_axes_rotation(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """The proper rotation (3, 3) that maps the principal axes of the centred cloud ``moving`` (N, 3) onto those of
+    the centred cloud ``fixed`` (M, 3), of the four sign choices the one whose rotated cloud lies closest to
+    ``fixed`` (mean nearest-neighbour distance both ways). Rigid CPD only finds nearby optima; started from this
+    it aligns shapes in any pose."""
+    from scipy.spatial import cKDTree
+
+    def axes(points: np.ndarray) -> np.ndarray:
+        return np.linalg.eigh(points.T @ points / len(points))[1][:, ::-1]  # columns, largest variance first
+
+    moving_axes, fixed_axes = axes(moving), axes(fixed)
+    fixed_tree = cKDTree(fixed)
+    best, best_cost = np.eye(3), np.inf
+    for signs in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        flips = np.diag([signs[0], signs[1], 1.0])
+        rotation = fixed_axes @ flips @ moving_axes.T
+        if np.linalg.det(rotation) < 0:
+            flips[2, 2] = -1.0
+            rotation = fixed_axes @ flips @ moving_axes.T
+        rotated = moving @ rotation.T
+        cost = fixed_tree.query(rotated)[0].mean() + cKDTree(rotated).query(fixed)[0].mean()
+        if cost < best_cost:
+            best, best_cost = rotation, cost
+    return best
+
+
+def coherent_point_drift(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_points: int = 3000,
+                         iterations: int = 100, tolerance: float = 1e-3, outlier_weight: float = 0.0,
+                         seed: int = 0) -> CpdResult:
+    """Rigid-with-scaling Coherent Point Drift of ``moving_points`` (N, 3) onto ``fixed_points`` (M, 3) (pycpd),
+    each cloud subsampled to ``max_points`` so the posterior matrix fits in memory; ``outlier_weight`` is CPD's
+    ``w`` (the uniform outlier component's share, 0 ≤ w < 1). Both clouds are first centred and scaled to unit RMS
+    radius (CPD's variance initialisation then behaves the same for any mm extent), which the returned transform
+    accounts for. The registration starts from the principal-axes alignment (:func:`principal_axes_rotation`)."""
     from pycpd import RigidRegistration
 
     moving = np.asarray(moving_points, dtype=np.float64)
@@ -59,21 +98,37 @@ def cpd_similarity(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_p
     if moving.ndim != 2 or fixed.ndim != 2 or moving.shape[1] != 3 or fixed.shape[1] != 3 or min(len(moving),
                                                                                                   len(fixed)) < 4:
         raise InputError(f"alignment needs two clouds of at least 4 points (N, 3); got {moving.shape}, {fixed.shape}")
+    if not 0.0 <= outlier_weight < 1.0:
+        raise InputError(f"CPD outlier weight must be in [0, 1), got {outlier_weight}")
     rng = np.random.default_rng(seed)
-    moving_sample, fixed_sample = _subsample(moving, max_points, rng), _subsample(fixed, max_points, rng)
+    moving_indices = (np.arange(len(moving)) if len(moving) <= max_points
+                      else np.sort(rng.choice(len(moving), max_points, replace=False)))
+    moving_sample, fixed_sample = moving[moving_indices], _subsample(fixed, max_points, rng)
     moving_center, fixed_center = moving_sample.mean(axis=0), fixed_sample.mean(axis=0)
     moving_radius = np.sqrt(((moving_sample - moving_center) ** 2).sum(axis=1).mean())
     fixed_radius = np.sqrt(((fixed_sample - fixed_center) ** 2).sum(axis=1).mean())
-    registration = RigidRegistration(X=(fixed_sample - fixed_center) / fixed_radius,
-                                     Y=(moving_sample - moving_center) / moving_radius, w=0.0,
+    fixed_normalised = (fixed_sample - fixed_center) / fixed_radius
+    moving_normalised = (moving_sample - moving_center) / moving_radius
+    start = principal_axes_rotation(moving_normalised, fixed_normalised)
+    registration = RigidRegistration(X=fixed_normalised, Y=moving_normalised @ start.T, w=float(outlier_weight),
                                      max_iterations=int(iterations), tolerance=float(tolerance), scale=True)
     _, (scale, rotation_right, shift) = registration.register()
-    # pycpd moves row vectors: y ↦ s · y R + t; compose with the normalisations on both sides
-    rotation = np.asarray(rotation_right).T
+    # pycpd moves row vectors: y ↦ s · y R + t; compose with the start and the normalisations on both sides
+    rotation = np.asarray(rotation_right).T @ start
     total_scale = float(scale) * fixed_radius / moving_radius
     translation = fixed_center + fixed_radius * (np.asarray(shift).ravel() - float(scale) * rotation @ moving_center
                                                  / moving_radius)
-    return SimilarityTransform(total_scale, rotation, translation)
+    # pycpd's P is (moving M, fixed N), each fixed point's posterior spread over the moving points
+    mass = np.asarray(registration.P).sum(axis=1)
+    return CpdResult(SimilarityTransform(total_scale, rotation, translation), moving_indices, mass)
+
+
+def cpd_similarity(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_points: int = 3000,
+                   iterations: int = 100, tolerance: float = 1e-3, seed: int = 0) -> SimilarityTransform:
+    """The similarity transform that brings ``moving_points`` (N, 3) onto ``fixed_points`` (M, 3) by Coherent Point
+    Drift with no outlier weight (PICCT's alignment; :func:`coherent_point_drift`)."""
+    return coherent_point_drift(moving_points, fixed_points, max_points=max_points, iterations=iterations,
+                                tolerance=tolerance, seed=seed).transform
 
 
 @dataclass(frozen=True)

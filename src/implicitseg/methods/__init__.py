@@ -67,10 +67,10 @@ def preset_chooser(presets: Mapping[str, Any], prefix: str, label: str,
 
 
 def _table() -> dict[str, Method]:
-    from implicitseg.methods import implicit_unet, nisf, nudf, roi_detector, unet
+    from implicitseg.methods import implicit_unet, ismm, nisf, nudf, roi_detector, unet
 
-    return {method.name: method for method in (nudf.METHOD, implicit_unet.METHOD, nisf.METHOD, unet.METHOD,
-                                               roi_detector.METHOD)}
+    return {method.name: method for method in (nudf.METHOD, implicit_unet.METHOD, nisf.METHOD, ismm.METHOD,
+                                               unet.METHOD, roi_detector.METHOD)}
 
 
 def get_method(name: str) -> Method:

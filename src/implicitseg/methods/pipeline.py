@@ -25,7 +25,7 @@ from implicitseg.io.meshes import Mesh
 from implicitseg.versions import versions
 
 
-DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical")
+DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical", "shapes")
 """Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
 
@@ -57,6 +57,10 @@ class ImagePrediction:
     labelmap: Volume | VolumeSeries
     """A class per voxel; a series for 3D+t methods (one labelmap per frame)."""
     foreground_probability: Volume
+    mesh: Mesh | None = None
+    """The method's own surface (world LPS mm), written instead of the isosurface of ``foreground_probability``."""
+    points_world_mm: np.ndarray | None = None
+    """Points (N, 3) world LPS mm worth showing with the result (ISMM: the trusted points), written as points.ply."""
 
 
 def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None:
@@ -244,11 +248,9 @@ def _write_probability_outputs(prediction: RoiPrediction, roi: Roi, volume, case
 def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path: Path, mesh_space: str) -> dict:
     """Whole-image methods: ``labelmap.nii.gz`` on the output grid and the mesh of the foreground (none when
     nothing was found: the labelmap is then all background). Returns what the record says of them."""
-    from implicitseg.io.images import write_image
-    from implicitseg.io.meshes import write_mesh
+    from implicitseg.io.images import write_image, write_image_series
+    from implicitseg.io.meshes import write_mesh, write_point_cloud
     from implicitseg.meshing.isosurface import probability_to_mesh
-
-    from implicitseg.io.images import write_image_series
 
     start = time.perf_counter()
     labelmap = prediction.labelmap
@@ -260,7 +262,14 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
         first = labelmap
     record: dict = {"labelmap": str(case_dir / "labelmap.nii.gz"), "output_shape": list(first.shape),
                     "output_spacing_mm": [float(v) for v in first.spacing]}
-    if min(first.shape) < 2:
+    if prediction.points_world_mm is not None:
+        write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)
+        record["points"] = str(case_dir / "points.ply")
+    if prediction.mesh is not None:
+        write_mesh(mesh_path, prediction.mesh, space=mesh_space)
+        record.update(mesh=str(mesh_path), n_vertices=len(prediction.mesh.vertices_world_mm),
+                      n_faces=len(prediction.mesh.faces))
+    elif min(first.shape) < 2:
         record.update(mesh=None, note="a plane: labelmap only")
     elif np.any(first.array > 0):
         mesh = probability_to_mesh(prediction.foreground_probability.array, labelmap.affine_lps, level=0.5,
@@ -276,8 +285,10 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
 
 def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
                 roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
-                plane: str | None = None, frames: list[int] | None = None, fit_weights: bool = False, mesh_format: str = "vtk", mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto",
-                seed: int = 0, show_progress: bool = True) -> list[dict]:
+                plane: str | None = None, frames: list[int] | None = None, fit_weights: bool = False,
+                initial: Path | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS",
+                checkpoint: str = "best", device: str = "auto", seed: int = 0,
+                show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model.
 
     ROI methods: the ROI is centred by exactly one of ``roi_center`` (world LPS mm), ``roi_label`` (a labelmap's
@@ -285,7 +296,8 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
     methods) or labelmap.nii.gz on the image's grid (voxel methods). Whole-image methods need no ROI and write
     labelmap.nii.gz and mesh.<fmt> on the image's grid, on the same box at ``spacing`` (mm: one number or three)
     or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all); methods
-    that fit a code first (NISF) also fit the network's weights with ``fit_weights`` (the authors' code).
+    that fit a code first (NISF) also fit the network's weights with ``fit_weights`` (the authors' code); methods
+    that refine a segmentation (ISMM) take it as ``initial`` (a labelmap or mesh file, or a folder of them by case).
     Every output is in the image's physical space; prediction.json records timings and counts.
     """
     from implicitseg.data.prepare import checked_roi
@@ -315,6 +327,16 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
         if method.predict_image is None or "frames" not in inspect.signature(method.predict_image).parameters:
             raise InputError(f"--frame applies to 3D+t methods (nisf); {method.name} segments 3D images")
         extra["frames"] = [int(f) for f in frames]
+    takes_initial = method.predict_image is not None and "initial" in inspect.signature(method.predict_image).parameters
+    if initial is not None and not takes_initial:
+        raise InputError(f"--initial applies to methods that refine a segmentation (ismm), not {method.name}")
+    if takes_initial:
+        if initial is None:
+            raise InputError(f"{method.name} refines an initial segmentation: give --initial LABELMAP_OR_MESH (a "
+                             f"file, or a folder of <case>.nii.gz / <case>.vtk)")
+        if not Path(initial).exists():
+            raise InputError(f"--initial {initial}: not found")
+        extra["initial"] = Path(initial)
     if method.predict_image is not None:
         given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
                                           ("--roi-run", roi_run)) if value is not None]

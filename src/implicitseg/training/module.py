@@ -13,6 +13,7 @@ from monai.losses import DiceCELoss
 
 from implicitseg.config import (
     ImplicitUnetConfig,
+    IsmmConfig,
     NisfConfig,
     NudfConfig,
     RoiDetectorConfig,
@@ -24,10 +25,11 @@ from implicitseg.data.augment import apply_augmentation, draw_augmentation, warp
 from implicitseg.data.datasets import LabelledVolume, SurfaceSample
 from implicitseg.data.patches import LabelledPatch, sample_patch_points
 from implicitseg.models.implicit_unet import ImplicitUnet, build_patch_network
+from implicitseg.models.ismm import build_ismm_model
 from implicitseg.models.nisf import NisfModel, NisfNetwork
 from implicitseg.models.nudf import NudfModel
 from implicitseg.models.unet import build_unet
-from implicitseg.training.losses import clamped_l1_loss
+from implicitseg.training.losses import clamped_l1_loss, shape_losses
 
 MODEL_PREFIX = "model."
 """Prefix of the network's parameters in a checkpoint's ``state_dict``."""
@@ -269,3 +271,38 @@ class NisfLightningModule(ConfiguredModule):
         self.log("val_dice", float(mean_curve[best]), sync_dist=True)
         self.log("val_inference_steps", float(best * self.config.train.val_record_every), sync_dist=True)
         self._validation_curves = []
+
+
+class IsmmLightningModule(ConfiguredModule):
+    """ISMM template + deformation training (spec "Losses"): each step a batch of shapes with their code rows.
+    Validation runs the same losses on held-out points of every shape (gradients are needed: normals, eikonal);
+    ``val_loss`` is their weighted total and ``val_sdf_error`` the mean |SDF error| (canonical units) at held-out
+    surface and free-space points."""
+
+    config_class = IsmmConfig
+    build_model = staticmethod(build_ismm_model)
+
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        rows = batch["row"]
+        return shape_losses(self.model, self.model.hyper_codes(rows), self.model.instance_codes(rows),
+                            surface_points=batch["surface_points"], surface_normals=batch["surface_normals"],
+                            free_points=batch["free_points"], free_sdf=batch["free_sdf"],
+                            uniform_points=batch["uniform_points"], weights_config=self.config.loss)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self._losses(batch)
+        for name, value in terms.items():
+            if name != "total":
+                self.log(f"train_{name}", value.detach(), on_step=False, on_epoch=True, batch_size=len(batch["row"]))
+        self._log_loss("train_loss", terms["total"], len(batch["row"]))
+        return terms["total"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        with torch.enable_grad():
+            terms = self._losses(batch)
+            rows = batch["row"]
+            points = torch.cat([batch["surface_points"], batch["free_points"]], dim=1)
+            target = torch.cat([torch.zeros_like(batch["surface_points"][..., 0]), batch["free_sdf"]], dim=1)
+            sdf = self.model.instance_sdf(points, self.model.hyper_codes(rows), self.model.instance_codes(rows))["sdf"]
+        self._log_loss("val_loss", terms["total"].detach(), len(rows))
+        self.log("val_sdf_error", (sdf.detach() - target).abs().mean(), batch_size=len(rows), sync_dist=True)

@@ -34,7 +34,7 @@ CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 CHECKPOINTS = ("best", "last")
-RUNTIME_SECTIONS = ("train", "point_cloud", "meshing", "inference", "fit")
+RUNTIME_SECTIONS = ("train", "point_cloud", "meshing", "inference", "fit", "tim")
 """Config sections that may change between sessions of a run; every other section (method, preset, data,
 network) must be the same in a resumed run, a loaded checkpoint and ``RUN/config.yaml``."""
 

@@ -1,0 +1,203 @@
+"""ISMM's template interaction module (spec ``ismm.md``, "Template interaction module"): refine an initial
+segmentation's surface with the learned shape prior.
+
+1. PICCT of the new shape: Coherent Point Drift of the initial surface (world LPS mm) onto the template surface
+   (canonical / global scale: the anchor's mm frame), then × the global scale → canonical.
+2. The same registration's posterior: per registered initial surface point, the total mass the template's points
+   assign to it; the top ``trusted_fraction`` are trusted (where the initial result agrees with the shape prior),
+   and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them.
+3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
+   the initial surface's normals) and a quarter as many uniform points, with the training losses.
+4. Marching cubes of the fitted SDF over the canonical box → world (inverse PICCT); the labelmap on the output
+   grid is the fitted SDF's sign at each voxel centre (largest connected component).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.measure import marching_cubes
+
+from implicitseg.config import IsmmConfig
+from implicitseg.errors import InputError
+from implicitseg.geometry.alignment import Picct, coherent_point_drift
+from implicitseg.geometry.frames import index_to_world, world_to_index
+from implicitseg.io.images import Volume
+from implicitseg.io.meshes import Mesh
+from implicitseg.meshing.poisson import largest_component
+from implicitseg.models.ismm import IsmmModel
+from implicitseg.training.losses import shape_losses
+
+CANONICAL_BOX = 1.0
+"""The canonical box is [-1, 1]³: every training shape lies in the unit sphere (PICCT's global scale)."""
+
+
+@torch.no_grad()
+def sdf_of(model: IsmmModel, points_canonical: np.ndarray, hyper_code: torch.Tensor | None,
+           instance_code: torch.Tensor | None, *, batch_points: int = 65_536) -> np.ndarray:
+    """(N,) SDF at canonical points (N, 3): the shape of the codes (1, ·), or the template's when both are None."""
+    device = next(model.parameters()).device
+    weights = None if hyper_code is None else model.deformation.weights(hyper_code)
+    values = []
+    for start in range(0, len(points_canonical), batch_points):
+        chunk = torch.as_tensor(points_canonical[start:start + batch_points], dtype=torch.float32, device=device)[None]
+        if hyper_code is None:
+            values.append(model.template(chunk)[0].cpu().numpy())
+        else:
+            values.append(model.instance_sdf(chunk, hyper_code, instance_code, weights)["sdf"][0].cpu().numpy())
+    return np.concatenate(values) if values else np.zeros(0, np.float32)
+
+
+def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor | None = None,
+                    instance_code: torch.Tensor | None = None) -> Mesh:
+    """The zero level set (canonical frame, outward normals, largest component) of the template (no codes) or of a
+    shape, by marching cubes on a ``resolution``³ grid over the canonical box."""
+    axis = np.linspace(-CANONICAL_BOX, CANONICAL_BOX, int(resolution))
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = sdf_of(model, grid, hyper_code, instance_code).reshape((int(resolution),) * 3)
+    if not (values.min() < 0 < values.max()):
+        raise InputError("the implicit shape has no zero level set in the canonical box (is the run trained?)")
+    vertices_index, faces, _, _ = marching_cubes(values, level=0.0, allow_degenerate=False)
+    step = 2.0 * CANONICAL_BOX / (int(resolution) - 1)
+    # skimage winds faces towards higher values (outside, for an SDF): the right-hand normals already point out
+    vertices, faces = largest_component(vertices_index * step - CANONICAL_BOX, faces.astype(np.int64))
+    return Mesh(vertices, faces)
+
+
+@dataclass
+class Refinement:
+    """A refined shape: ``mesh`` (world LPS mm), ``labelmap`` on the output grid, the case's ``picct``, the
+    ``trusted_points_world_mm`` (K, 3) the prior was fitted to, timings (s) and counts."""
+
+    mesh: Mesh
+    labelmap: Volume
+    picct: Picct
+    trusted_points_world_mm: np.ndarray
+    timings: dict[str, float]
+    counts: dict[str, object]
+
+
+def _fit_codes(model: IsmmModel, config: IsmmConfig, points: torch.Tensor, normals: torch.Tensor,
+               generator: torch.Generator) -> tuple[IsmmModel, torch.Tensor, torch.Tensor, list[float]]:
+    """Fresh codes N(0, 0.01²) and a copy of the deformation field fitted to the trusted ``points`` / ``normals``
+    (1, K, 3) for ``tim.fit_steps`` Adam steps, the template frozen. Returns the fitted model, the codes and the
+    loss every 50 steps."""
+    fitted = copy.deepcopy(model)
+    fitted.template.requires_grad_(False)
+    fitted.hyper_codes.requires_grad_(False)
+    fitted.instance_codes.requires_grad_(False)
+    device = points.device
+    hyper_code = (torch.randn((1, model.hyper_codes.embedding_dim), generator=generator) * 0.01).to(device)
+    instance_code = (torch.randn((1, model.instance_codes.embedding_dim), generator=generator) * 0.01).to(device)
+    hyper_code.requires_grad_(True)
+    instance_code.requires_grad_(True)
+    optimiser = torch.optim.Adam([hyper_code, instance_code, *fitted.deformation.parameters()],
+                                 lr=config.tim.learning_rate)
+    n_uniform = max(1, points.shape[1] // 4)
+    empty = points.new_zeros((1, 0, 3))
+    curve = []
+    for step in range(int(config.tim.fit_steps)):
+        uniform = (torch.rand((1, n_uniform, 3), generator=generator) * 2.0 - 1.0).to(device)
+        terms = shape_losses(fitted, hyper_code, instance_code, surface_points=points, surface_normals=normals,
+                             free_points=empty, free_sdf=empty[..., 0], uniform_points=uniform,
+                             weights_config=config.loss)
+        optimiser.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimiser.step()
+        if step % 50 == 0 or step == config.tim.fit_steps - 1:
+            curve.append(float(terms["total"].detach()))
+    fitted.eval()
+    return fitted, hyper_code.detach(), instance_code.detach(), curve
+
+
+def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code: torch.Tensor, picct: Picct,
+                      mesh_world_mm: Mesh, output_grid: tuple[tuple[int, int, int], np.ndarray],
+                      label_value: int) -> Volume:
+    """``label_value`` where the fitted SDF < 0 at the output grid's voxel centres (only those in the refined mesh's
+    bounding box, plus a voxel, are evaluated), largest connected component."""
+    shape, affine = output_grid
+    corners_index = world_to_index(mesh_world_mm.vertices_world_mm, affine)
+    low = np.clip(np.floor(corners_index.min(axis=0)).astype(int) - 1, 0, np.array(shape) - 1)
+    high = np.clip(np.ceil(corners_index.max(axis=0)).astype(int) + 2, 1, np.array(shape))
+    labels = np.zeros(shape, dtype=np.uint8)
+    if np.any(high <= low):
+        return Volume(labels, affine)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    index = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(low, high)], indexing="ij"), axis=-1)
+    canonical = picct.world_to_canonical(index_to_world(index.reshape(-1, 3).astype(np.float64), affine))
+    inside = (sdf_of(fitted, canonical, hyper_code, instance_code) < 0).reshape(index.shape[:3])
+    components, n_components = ndimage.label(inside)
+    if n_components > 1:
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        inside = components == int(np.argmax(sizes))
+    labels[box] = np.where(inside, label_value, 0).astype(np.uint8)
+    return Volume(labels, affine)
+
+
+def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
+                   output_grid: tuple[tuple[int, int, int], np.ndarray], *, label_value: int = 1,
+                   seed: int = 0) -> Refinement:
+    """Refine the initial surface (world LPS mm, closed) with the run's prior; the labelmap on ``output_grid``
+    (shape, index → world affine) carries ``label_value``."""
+    from implicitseg.data.ismm import surface_samples
+
+    tim, shapes = config.tim, config.shapes
+    if not 0.0 < tim.trusted_fraction <= 1.0:
+        raise InputError(f"tim.trusted_fraction must be in (0, 1], got {tim.trusted_fraction}")
+    if len(initial_world_mm.faces) == 0 or not initial_world_mm.face_areas_mm2.sum() > 0:
+        raise InputError("the initial segmentation's surface has no faces")
+    timings: dict[str, float] = {}
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    template = zero_level_mesh(model, max(32, int(tim.mesh_resolution) // 2))
+    template_points_mm = surface_samples(template, tim.template_points, rng)[0] / shapes.global_scale
+    initial_points, initial_normals = surface_samples(initial_world_mm, tim.initial_points, rng)
+    timings["template_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    registration = coherent_point_drift(initial_points, template_points_mm, max_points=max(tim.initial_points,
+                                                                                           tim.template_points),
+                                        iterations=shapes.cpd_iterations, tolerance=shapes.cpd_tolerance,
+                                        outlier_weight=tim.outlier_weight, seed=seed)
+    picct = Picct(registration.transform, shapes.global_scale)
+    n_trusted = max(4, int(round(tim.trusted_fraction * len(registration.moving_indices))))
+    trusted_sample = registration.moving_indices[np.argsort(-registration.moving_posterior_mass,
+                                                            kind="stable")[:n_trusted]]
+    # about one fitting point per trusted vertex: dense surface points whose nearest registered point is trusted
+    dense_points, dense_normals = surface_samples(initial_world_mm, int(tim.fitting_points), rng)
+    registered = np.zeros(len(initial_points), dtype=bool)
+    registered[trusted_sample] = True
+    nearest = cKDTree(initial_points[registration.moving_indices]).query(dense_points)[1]
+    trusted = registered[registration.moving_indices[nearest]]
+    trusted_points, trusted_normals = dense_points[trusted], dense_normals[trusted]
+    trusted_canonical = picct.world_to_canonical(trusted_points)
+    trusted_normals = trusted_normals @ registration.transform.rotation.T
+    timings["alignment_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(int(tim.seed) + int(seed))
+    as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=device)[None]  # noqa: E731
+    fitted, hyper_code, instance_code, curve = _fit_codes(model, config, as_tensor(trusted_canonical),
+                                                          as_tensor(trusted_normals), generator)
+    timings["fitting_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    mesh_canonical = zero_level_mesh(fitted, tim.mesh_resolution, hyper_code, instance_code)
+    mesh = Mesh(picct.canonical_to_world(mesh_canonical.vertices_world_mm), mesh_canonical.faces)
+    timings["meshing_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    labelmap = _labelmap_on_grid(fitted, hyper_code, instance_code, picct, mesh, output_grid, label_value)
+    timings["voxelise_s"] = time.perf_counter() - start
+    counts = {"n_registered_points": int(len(registration.moving_indices)), "n_trusted_registered": int(n_trusted),
+              "n_fitting_points": int(len(trusted_points)),
+              "fit_steps": int(tim.fit_steps), "fit_loss_curve": curve, "alignment_scale": registration.transform.scale,
+              "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
+    return Refinement(mesh, labelmap, picct, trusted_points, timings, counts)

@@ -1,0 +1,115 @@
+"""ISMM's template interaction module: a prior whose template is a known ellipsoid repairs a corrupted labelmap of
+that ellipsoid (posed anywhere, on oblique, flipped and anisotropic grids), and the outputs land in world mm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import AFFINE_CASES, rotation_matrix
+from implicitseg.config import IsmmLossConfig, ShapesConfig, TimConfig
+from implicitseg.data.corruption import corrupt_labelmap
+from implicitseg.data.ismm import labelmap_surface
+from implicitseg.errors import InputError
+from implicitseg.evaluation.surface import point_to_mesh_distance_mm
+from implicitseg.geometry.frames import index_to_world
+from implicitseg.inference.refinement import refine_surface, zero_level_mesh
+from implicitseg.io.images import Volume
+from implicitseg.io.meshes import Mesh
+from implicitseg.methods import copy_preset, ismm
+from implicitseg.models.ismm import IsmmModel
+
+SEMI_AXES_CANONICAL = torch.tensor([0.8, 0.55, 0.4])
+SEMI_AXES_MM = np.array([24.0, 16.5, 12.0])  # the template × 30 mm: global scale 1/30 per mm
+SHAPE = (64, 60, 40)
+
+
+class EllipsoidTemplate(torch.nn.Module):
+    """A 'learned' template that is exactly the ellipsoid of :data:`SEMI_AXES_CANONICAL` (an approximate SDF with
+    the right zero level set)."""
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return (torch.linalg.norm(points / SEMI_AXES_CANONICAL, dim=-1) - 1.0) * float(SEMI_AXES_CANONICAL.min())
+
+
+def ellipsoid_prior() -> tuple[IsmmModel, object]:
+    config = copy_preset(ismm.PRESETS, "ismm-demo")
+    config.shapes = ShapesConfig(global_scale=1.0 / 30.0, n_shapes=2, cpd_points=500)
+    config.tim = TimConfig(template_points=600, initial_points=800, fitting_points=3000, fit_steps=40,
+                           learning_rate=5e-4, mesh_resolution=64)
+    config.loss = IsmmLossConfig()
+    model = IsmmModel(2, template_hidden=16, template_layers=1, deform_hidden=16, deform_layers=1, hyper_hidden=16,
+                      hyper_code_dim=8, instance_code_dim=8)
+    model.template = EllipsoidTemplate()
+    return model.eval(), config
+
+
+def posed_ellipsoid(affine_name: str, rotation_degrees: tuple[float, float, float]) -> tuple[Volume, np.ndarray,
+                                                                                              np.ndarray]:
+    """A labelmap of the prior's ellipsoid (in mm), rotated and placed at the grid's centre; its centre and
+    rotation."""
+    affine = AFFINE_CASES[affine_name]
+    center = index_to_world(np.array(SHAPE)[None] / 2.0, affine)[0]
+    rotation = rotation_matrix(rotation_degrees)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1).reshape(-1, 3)
+    local = (index_to_world(index, affine) - center) @ rotation
+    inside = np.linalg.norm(local / SEMI_AXES_MM, axis=1) <= 1.0
+    return Volume(inside.reshape(SHAPE).astype(np.uint8), affine), center, rotation
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_template_surface_is_the_zero_level_set_in_the_canonical_box():
+    model, _ = ellipsoid_prior()
+    mesh = zero_level_mesh(model, 48)
+    radii = np.linalg.norm(mesh.vertices_world_mm / SEMI_AXES_CANONICAL.numpy(), axis=1)
+    assert np.allclose(radii, 1.0, atol=0.05)
+    # outward normals: the faces' normals point away from the centre
+    corners = mesh.vertices_world_mm[mesh.faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    assert np.mean(np.sum(normals * corners.mean(axis=1), axis=1) > 0) > 0.99
+
+
+@pytest.mark.parametrize("affine_name", ["oblique", "flipped_oblique", "anisotropic"])
+def test_refinement_repairs_a_corrupted_labelmap_in_world_space(affine_name):
+    torch.manual_seed(0)
+    model, config = ellipsoid_prior()
+    truth, center, rotation = posed_ellipsoid(affine_name, (25, -40, 70))
+    corrupted = corrupt_labelmap(truth, np.random.default_rng(3), ("holes", "blobs", "staircase")).labelmap
+    before = dice(corrupted.array > 0, truth.array > 0)
+    refinement = refine_surface(model, config, labelmap_surface(corrupted, 0, "corrupted"),
+                                (truth.shape, truth.affine_lps), label_value=1, seed=0)
+    after = dice(refinement.labelmap.array > 0, truth.array > 0)
+    assert refinement.labelmap.shape == truth.shape and np.allclose(refinement.labelmap.affine_lps, truth.affine_lps)
+    assert after > before + 0.03 and after > 0.93, (before, after)
+    # the mesh is in world mm on the true surface; so are the trusted points it was fitted to
+    truth_mesh = labelmap_surface(truth, 0, "truth")
+    assert np.median(point_to_mesh_distance_mm(refinement.mesh.vertices_world_mm, truth_mesh)) < 1.0
+    assert np.median(point_to_mesh_distance_mm(refinement.trusted_points_world_mm, truth_mesh)) < 1.0
+    # PICCT of the new case: world → canonical puts the ellipsoid on the template (scale 1/30 per mm)
+    canonical = refinement.picct.world_to_canonical(refinement.mesh.vertices_world_mm)
+    assert np.allclose(refinement.picct.canonical_to_world(canonical), refinement.mesh.vertices_world_mm, atol=1e-4)
+    assert np.median(np.abs(np.linalg.norm(canonical / SEMI_AXES_CANONICAL.numpy(), axis=1) - 1.0)) < 0.05
+
+
+def test_trusted_points_avoid_spurious_blobs():
+    model, config = ellipsoid_prior()
+    truth, center, _ = posed_ellipsoid("oblique", (0, 30, 0))
+    corrupted = corrupt_labelmap(truth, np.random.default_rng(5), ("blobs",))
+    blob_centers = np.array(corrupted.applied["blobs"]["centers_mm"])
+    refinement = refine_surface(model, config, labelmap_surface(corrupted.labelmap, 0, "corrupted"),
+                                (truth.shape, truth.affine_lps), seed=1)
+    trusted = refinement.trusted_points_world_mm
+    near_blob = np.linalg.norm(trusted[:, None] - blob_centers[None], axis=-1).min(axis=1) < \
+        corrupted.applied["blobs"]["radius_mm"] + 1.0
+    assert near_blob.mean() < 0.01
+
+
+def test_refinement_refuses_a_surface_without_faces():
+    model, config = ellipsoid_prior()
+    with pytest.raises(InputError, match="no faces"):
+        refine_surface(model, config, Mesh(np.zeros((3, 3)), np.zeros((0, 3), dtype=np.int64)),
+                       ((4, 4, 4), np.eye(4)))
