@@ -62,7 +62,7 @@ def synth(
 @app.command()
 def prepare(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
-    method: Annotated[str, typer.Option(help="Method: nudf, unet, or roi (the ROI detector).")],
+    method: Annotated[str, typer.Option(help="Method: nudf, unet, implicit-unet, nisf, ismm, or roi (the ROI detector).")],
     out: Annotated[Path, typer.Option(help="Folder for the prepared data (PREP).")],
     res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side, or a patch method's patch side (default: the preset's).")] = None,
     roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,
