@@ -104,7 +104,8 @@ def test_dataset_serves_training_and_held_out_points_of_every_shape(shape_datase
     assert float(item["uniform_points"].abs().max()) <= 1.0
     train_points = {tuple(p) for p in train._arrays(item["case_id"])["surface_points"].tolist()}
     assert not any(tuple(p) in train_points for p in val[1]["surface_points"].tolist())
-    assert torch.equal(val[2]["free_points"], val[2]["free_points"])  # a fixed draw
+    first_draw, second_draw = val[2], val[2]
+    assert torch.equal(first_draw["free_points"], second_draw["free_points"])  # validation draws are fixed
 
 
 def test_anchor_is_the_shape_closest_to_the_mean_or_the_one_asked_for():
