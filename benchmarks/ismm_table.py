@@ -1,6 +1,6 @@
 """ISMM on the synthetic organ phantom: an initial segmentation before vs after refinement by the shape prior.
 
-    .venv/bin/python benchmarks/ismm_table.py --out bench_out/ismm --cases 24 --minutes 12 --unet-minutes 6
+    .venv/bin/python benchmarks/ismm_table.py --out bench_out/ismm --cases 24 --test-cases 8 --minutes 10 --unet-minutes 5
 
 Runs synth (organ; the shape is the organ with its lesion, label > 0) → prepare ISMM (``--preset``) → train for
 ``--minutes`` → for every held-out case and every initial segmentation:
@@ -12,7 +12,9 @@ refine it (``predict --initial``, the CLI's path) and score before and after: DS
 MONAI, on the image grid, label > 0), and Chamfer and EMD (``evaluation/shape.py``: 30k / 1k area-uniform points,
 normalised to the GT's unit sphere, and in mm) between surfaces — every surface (initial, refined is its own
 mesh, GT) taken as ISMM takes a labelmap's: the 1 mm Gaussian-smoothed isosurface.
-Prints mean ± std per initial segmentation and writes ``OUT/ismm_table.json``.
+Prints mean ± std per initial segmentation and writes ``OUT/ismm_table.json``. Resumable: every finished step
+(dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/``) is kept and
+reused when the command is run again with the same ``--out``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def summarise(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_out/ismm"))
-    parser.add_argument("--cases", type=int, default=24)
+    parser.add_argument("--cases", type=int, default=24, help="training shapes")
+    parser.add_argument("--test-cases", type=int, default=None, help="held-out cases (default: cases // 5)")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=12.0)
     parser.add_argument("--unet-minutes", type=float, default=6.0)
@@ -64,6 +67,7 @@ def main() -> None:
 
     from implicitseg.data.corruption import corrupt_labelmap
     from implicitseg.data.ismm import labelmap_surface
+    from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
     from implicitseg.io.images import Volume, read_labelmap, write_image
     from implicitseg.io.meshes import read_mesh
@@ -72,16 +76,18 @@ def main() -> None:
     out = args.out
     dataset = out / "dataset"
     if not (dataset / "dataset.json").is_file():
-        run_synth(dataset, kind="organ", n_cases=args.cases, seed=args.seed)
-    timings: dict[str, float] = {}
+        run_synth(dataset, kind="organ", n_cases=args.cases, seed=args.seed, n_test=args.test_cases)
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     prep, run = out / "prep", out / "run"
-    start = time.perf_counter()
     if not (prep / "manifest.json").is_file():
+        start = time.perf_counter()
         run_prepare(dataset, prep, method="ismm", preset=args.preset, workers=args.workers, show_progress=False)
-    timings["prepare_s"] = time.perf_counter() - start
+        timings["prepare_s"] = time.perf_counter() - start
     if not (run / "checkpoints" / "best.ckpt").is_file():
         summary = train_in_subprocess(prep, run, args.minutes)
         timings.update(train_s=summary["time_s"], epochs=summary["epochs_completed"])
+    write_json(timings_file, timings)
 
     test_images = sorted(load_dataset(dataset).test)
     truth_of = {}
@@ -103,6 +109,7 @@ def main() -> None:
                         show_progress=False)
         if not (unet_run / "checkpoints" / "best.ckpt").is_file():
             timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_run, args.unet_minutes)["time_s"]
+            write_json(timings_file, timings)
         run_predict(unet_run, test_images, unet_out, show_progress=False)
         folder = out / "initial" / "unet"
         for image in test_images:
@@ -113,10 +120,15 @@ def main() -> None:
 
     rows = []
     for name, folder in initial_dirs.items():
+        rows_file = out / "rows" / f"{name}.json"
+        if rows_file.is_file():
+            rows += json.loads(rows_file.read_text())
+            continue
         refined_dir = out / "refined" / name
         started = time.perf_counter()
         records = run_predict(run, test_images, refined_dir, initial=folder, show_progress=False)
         elapsed = time.perf_counter() - started
+        source_rows = []
         for record in records:
             case = record["case"]
             truth_surface = labelmap_surface(truth_of[case], 0, "truth")
@@ -124,9 +136,12 @@ def main() -> None:
             before = scores(initial, labelmap_surface(initial, 0, "initial"), truth_of[case], truth_surface)
             after = scores(read_labelmap(Path(record["labelmap"]), allow_empty=True), read_mesh(record["mesh"]),
                            truth_of[case], truth_surface)
-            rows.append({"initial": name, "case": case, "before": before, "after": after,
-                         "refine_s": record["timings"]["total_s"]})
+            source_rows.append({"initial": name, "case": case, "before": before, "after": after,
+                                "refine_s": record["timings"]["total_s"]})
         timings[f"refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
+        write_json(rows_file, source_rows)
+        write_json(timings_file, timings)
+        rows += source_rows
 
     table = {}
     print(f"{'initial':14s} {'metric':20s} {'before':>18s} {'after':>18s}")
@@ -139,8 +154,8 @@ def main() -> None:
             table[name][metric] = {"before": before, "after": after}
             print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")
     print(json.dumps(timings, indent=1))
-    (out / "ismm_table.json").write_text(json.dumps({"table": table, "rows": rows, "timings": timings,
-                                                      "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    write_json(out / "ismm_table.json", {"table": table, "rows": rows, "timings": timings,
+                                                "args": {k: str(v) for k, v in vars(args).items()}})
 
 
 if __name__ == "__main__":

@@ -70,3 +70,11 @@ def test_roi_sources_and_whole_image_methods_refuse_what_does_not_apply(tmp_path
                                "--roi-run", tmp_path / "roi_run"), "exactly one of --roi-center")
     _assert_user_error(run_cli("prepare", tmp_path, "--method", "roi", "--roi-mm", "50", "--out", tmp_path / "prep"),
                        "--roi-mm does not apply to method 'roi'")
+
+
+def test_synth_writes_the_asked_number_of_test_cases(tmp_path):
+    result = run_cli("synth", tmp_path / "ds", "--kind", "organ", "--cases", "1", "--test-cases", "2", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert len(listing["training"]) == 1 and len(listing["test"]) == 2
+    assert len(list((tmp_path / "ds" / "imagesTs").glob("*.nii.gz"))) == 2

@@ -50,12 +50,14 @@ def synth(
                                                  "short-axis stacks, 4D, LV / myocardium / RV, phantoms/ give "
                                                  "labels anywhere.")] = SynthKind.laa,
     cases: Annotated[int, typer.Option(min=1, help="Number of training cases (test cases come on top).")] = 10,
+    test_cases: Annotated[Optional[int], typer.Option(min=0, help="Number of held-out test cases (default: "
+                                                                  "cases // 5, at least 1).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same dataset.")] = 0,
 ) -> None:
     """Write a synthetic dataset (CT-like volumes, labelmaps, open-surface meshes)."""
     from implicitseg.methods import pipeline
 
-    dataset = pipeline.run_synth(out, kind=kind.value, n_cases=cases, seed=seed)
+    dataset = pipeline.run_synth(out, kind=kind.value, n_cases=cases, seed=seed, n_test=test_cases)
     typer.echo(f"wrote {dataset}")
 
 

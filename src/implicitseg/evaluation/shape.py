@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from implicitseg.errors import InputError
-from implicitseg.evaluation.surface import _check_mesh, sample_surface
+from implicitseg.evaluation.surface import check_mesh, sample_surface
 from implicitseg.io.meshes import Mesh
 
 N_CHAMFER = 30_000
@@ -120,8 +120,8 @@ def compute_shape_metrics(pred: Mesh, gt: Mesh, *, n_chamfer: int = N_CHAMFER, n
 
     Raises :class:`InputError` when a mesh has no faces or no area, or a point count is < 1.
     """
-    _check_mesh(pred, "predicted")
-    _check_mesh(gt, "ground-truth")
+    check_mesh(pred, "predicted")
+    check_mesh(gt, "ground-truth")
     for name, count in (("n_chamfer", n_chamfer), ("n_emd", n_emd)):
         if count < 1:
             raise InputError(f"{name} must be ≥ 1, got {count}")

@@ -35,7 +35,8 @@ def surface_metric_names(completion_mm: float = 2.0) -> tuple[str, ...]:
     )
 
 
-def _check_mesh(mesh: Mesh, what: str) -> None:
+def check_mesh(mesh: Mesh, what: str) -> None:
+    """Raise :class:`InputError` naming ``what`` when ``mesh`` has no faces or no surface area to sample."""
     if len(mesh.faces) == 0:
         raise InputError(f"{what} mesh has no faces")
     if not mesh.face_areas_mm2.sum() > 0:
@@ -48,7 +49,7 @@ def sample_surface(mesh: Mesh, n: int, seed: int) -> np.ndarray:
     A face is drawn with probability ∝ its area, then a point uniform in it: barycentric ``(u, v)`` uniform
     in the unit square, reflected into the triangle when ``u + v > 1`` (an exact, area-preserving map).
     """
-    _check_mesh(mesh, "sampled")
+    check_mesh(mesh, "sampled")
     if n < 1:
         raise InputError(f"number of surface samples must be ≥ 1, got {n}")
     rng = np.random.default_rng(seed)
@@ -63,7 +64,7 @@ def sample_surface(mesh: Mesh, n: int, seed: int) -> np.ndarray:
 
 def point_to_mesh_distance_mm(points_world_mm: np.ndarray, mesh: Mesh) -> np.ndarray:
     """(N,) exact Euclidean distance (mm) from each of (N, 3) points (world LPS mm) to the nearest triangle."""
-    _check_mesh(mesh, "target")
+    check_mesh(mesh, "target")
     points = np.ascontiguousarray(np.asarray(points_world_mm, dtype=np.float64).reshape(-1, 3))
     if len(points) == 0:
         return np.zeros(0)
@@ -89,8 +90,8 @@ def compute_surface_metrics(pred: Mesh, gt: Mesh, *, n_samples: int = 100_000, c
 
     Raises :class:`InputError` when a mesh has no faces or no area.
     """
-    _check_mesh(pred, "predicted")
-    _check_mesh(gt, "ground-truth")
+    check_mesh(pred, "predicted")
+    check_mesh(gt, "ground-truth")
     if n_samples < 1:
         raise InputError(f"n_samples must be ≥ 1, got {n_samples}")
     if not completion_mm > 0:

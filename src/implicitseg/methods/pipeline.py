@@ -105,13 +105,14 @@ def _progress_bar(description: str, total: int):
     return progress, lambda done, total_=total: progress.update(task, completed=done, total=total_)
 
 
-def run_synth(out: Path, *, kind: str, n_cases: int, seed: int) -> Path:
-    """Write a synthetic dataset; returns its folder."""
+def run_synth(out: Path, *, kind: str, n_cases: int, seed: int, n_test: int | None = None) -> Path:
+    """Write a synthetic dataset (``n_test`` held-out cases; default ``n_cases // 5``); returns its folder."""
     from implicitseg.data.synthetic import write_synthetic_dataset
 
     progress, advance = _progress_bar(f"synth {kind}", n_cases)
     with progress:
-        return write_synthetic_dataset(Path(out), kind=kind, n_cases=n_cases, seed=seed, progress=advance)
+        return write_synthetic_dataset(Path(out), kind=kind, n_cases=n_cases, seed=seed, n_test=n_test,
+                                         progress=advance)
 
 
 def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi_mm: float | None):
