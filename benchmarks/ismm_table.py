@@ -155,7 +155,7 @@ def main() -> None:
             print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")
     print(json.dumps(timings, indent=1))
     write_json(out / "ismm_table.json", {"table": table, "rows": rows, "timings": timings,
-                                                "args": {k: str(v) for k, v in vars(args).items()}})
+                                         "args": {k: str(v) for k, v in vars(args).items()}})
 
 
 if __name__ == "__main__":
