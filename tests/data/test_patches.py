@@ -20,26 +20,32 @@ def test_extract_patch_pads_past_the_array_with_the_fill_value():
     assert patch[2, 1, 0] == array[1, 2, 2] and patch[:, 2].max() == -5.0
 
 
-def _write_case(prep, name, shape, blob_at):
+def _write_case(prep, name, shape, blob_at, blob_radius=2):
+    """A cube of label 1 (and image 1.0), ``2 * blob_radius + 1`` voxels across, centred at ``blob_at``."""
     (prep / name).mkdir(parents=True)
     image = np.zeros(shape, np.float32)
     label = np.zeros(shape, np.uint8)
-    label[tuple(slice(c - 2, c + 3) for c in blob_at)] = 1
+    label[tuple(slice(c - blob_radius, c + blob_radius + 1) for c in blob_at)] = 1
     image[label > 0] = 1.0
     np.save(prep / name / "image.npy", image)
     np.save(prep / name / "label.npy", label)
 
 
 def test_positive_patches_hold_labels_validation_patches_repeat_small_images_are_padded(tmp_path):
-    _write_case(tmp_path, "big", (40, 48, 44), (30, 10, 33))
+    _write_case(tmp_path, "big", (40, 48, 44), (20, 24, 22), blob_radius=0)
     _write_case(tmp_path, "small", (10, 12, 9), (5, 6, 4))
-    positive = PatchDataset(tmp_path, ["big"], patch_voxels=16, positive_fraction=1.0, patches_per_case=5,
+    positive = PatchDataset(tmp_path, ["big"], patch_voxels=16, positive_fraction=1.0, patches_per_case=20,
                             random=True)
-    assert len(positive) == 5
-    for index in range(5):
+    assert len(positive) == 20
+    positions = []
+    for index in range(20):
         item = positive[index]
         assert item["image"].shape == (1, 16, 16, 16) and item["label"].dtype == torch.int64
-        assert item["label"].sum() == 125  # the whole 5³ blob: centred within a quarter patch
+        assert item["label"].sum() == 1  # the one labelled voxel, within a quarter patch of the centre (8)
+        position = torch.nonzero(item["label"][0])[0]
+        assert position.min() >= 4 and position.max() <= 12
+        positions.append(tuple(position.tolist()))
+    assert len(set(positions)) > 1  # jittered, not always centred
     fixed = PatchDataset(tmp_path, ["big"], patch_voxels=16, positive_fraction=0.0, patches_per_case=3, random=False)
     assert torch.equal(fixed[1]["image"], fixed[1]["image"]) and torch.equal(fixed[2]["label"], fixed[2]["label"])
     small = PatchDataset(tmp_path, ["small"], patch_voxels=16, positive_fraction=0.5, patches_per_case=2, random=True)
