@@ -73,6 +73,26 @@ def test_template_surface_is_the_zero_level_set_in_the_canonical_box():
     assert np.mean(np.sum(normals * corners.mean(axis=1), axis=1) > 0) > 0.99
 
 
+class EllipsoidAndPocket(torch.nn.Module):
+    """The ellipsoid of :data:`SEMI_AXES_CANONICAL` and, in the box's corner, a larger spurious region (the field
+    negative where x > 0.9 or y > 0.9), as a field fitted to a few points can have far from them."""
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        pocket = 0.9 - torch.maximum(points[..., 0], points[..., 1])
+        return torch.minimum(EllipsoidTemplate()(points), pocket)
+
+
+def test_the_shape_is_the_component_the_trusted_points_lie_on_not_the_largest():
+    model, _ = ellipsoid_prior()
+    model.template = EllipsoidAndPocket()
+    largest = zero_level_mesh(model, 48)
+    assert np.linalg.norm(largest.vertices_world_mm, axis=1).min() > 0.85  # the pocket has more faces
+    on_ellipsoid = np.array([[0.8, 0.0, 0.0], [0.0, -0.55, 0.0], [0.0, 0.0, 0.4], [-0.8, 0.0, 0.0]])
+    supported = zero_level_mesh(model, 48, support_points_canonical=on_ellipsoid)
+    radii = np.linalg.norm(supported.vertices_world_mm / SEMI_AXES_CANONICAL.numpy(), axis=1)
+    assert np.allclose(radii, 1.0, atol=0.05)
+
+
 @pytest.mark.parametrize("affine_name", ["oblique", "flipped_oblique", "anisotropic"])
 def test_refinement_repairs_a_corrupted_labelmap_in_world_space(affine_name):
     torch.manual_seed(0)

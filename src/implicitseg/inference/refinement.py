@@ -8,8 +8,9 @@ segmentation's surface with the learned shape prior.
    and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them.
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
    the initial surface's normals) and a quarter as many uniform points, with the training losses.
-4. Marching cubes of the fitted SDF over the canonical box → world (inverse PICCT); the labelmap on the output
-   grid is the fitted SDF's sign at each voxel centre (largest connected component).
+4. Marching cubes of the fitted SDF over the canonical box, the component the trusted points lie on → world
+   (inverse PICCT); the labelmap on the output grid is the fitted SDF's sign at each voxel centre, the connected
+   component that holds that mesh (a field fitted to a few points can have spurious pockets far from them).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from implicitseg.geometry.alignment import Picct, coherent_point_drift
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
-from implicitseg.meshing.poisson import largest_component
+from implicitseg.meshing.poisson import supported_component
 from implicitseg.models.ismm import IsmmModel
 from implicitseg.training.losses import shape_losses
 
@@ -55,9 +56,12 @@ def sdf_of(model: IsmmModel, points_canonical: np.ndarray, hyper_code: torch.Ten
 
 
 def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor | None = None,
-                    instance_code: torch.Tensor | None = None) -> Mesh:
-    """The zero level set (canonical frame, outward normals, largest component) of the template (no codes) or of a
-    shape, by marching cubes on a ``resolution``³ grid over the canonical box."""
+                    instance_code: torch.Tensor | None = None, *,
+                    support_points_canonical: np.ndarray | None = None) -> Mesh:
+    """The zero level set (canonical frame, outward normals) of the template (no codes) or of a shape, by marching
+    cubes on a ``resolution``³ grid over the canonical box: the component most of ``support_points_canonical``
+    (K, 3) lie nearest to (a field fitted to a few points can have spurious pockets far from them), else the
+    largest."""
     axis = np.linspace(-CANONICAL_BOX, CANONICAL_BOX, int(resolution))
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
     values = sdf_of(model, grid, hyper_code, instance_code).reshape((int(resolution),) * 3)
@@ -66,7 +70,9 @@ def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor 
     vertices_index, faces, _, _ = marching_cubes(values, level=0.0, allow_degenerate=False)
     step = 2.0 * CANONICAL_BOX / (int(resolution) - 1)
     # skimage winds faces towards higher values (outside, for an SDF): the right-hand normals already point out
-    vertices, faces = largest_component(vertices_index * step - CANONICAL_BOX, faces.astype(np.int64))
+    vertices, faces = supported_component(vertices_index * step - CANONICAL_BOX, faces.astype(np.int64),
+                                          np.zeros((0, 3)) if support_points_canonical is None
+                                          else support_points_canonical)
     return Mesh(vertices, faces)
 
 
@@ -120,7 +126,8 @@ def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code
                       mesh_world_mm: Mesh, output_grid: tuple[tuple[int, int, int], np.ndarray],
                       label_value: int) -> Volume:
     """``label_value`` where the fitted SDF < 0 at the output grid's voxel centres (only those in the refined mesh's
-    bounding box, plus a voxel, are evaluated), largest connected component."""
+    bounding box, plus a voxel, are evaluated): the connected component that holds the refined mesh (the most of its
+    vertices have their nearest voxel in it or next to it)."""
     shape, affine = output_grid
     corners_index = world_to_index(mesh_world_mm.vertices_world_mm, affine)
     low = np.clip(np.floor(corners_index.min(axis=0)).astype(int) - 1, 0, np.array(shape) - 1)
@@ -134,9 +141,14 @@ def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code
     inside = (sdf_of(fitted, canonical, hyper_code, instance_code) < 0).reshape(index.shape[:3])
     components, n_components = ndimage.label(inside)
     if n_components > 1:
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        inside = components == int(np.argmax(sizes))
+        near = ndimage.grey_dilation(components, size=3)  # a surface vertex's nearest voxel may be just outside
+        vertex_voxels = np.clip(np.rint(corners_index).astype(int) - low, 0, np.array(inside.shape) - 1)
+        votes = np.bincount(near[tuple(vertex_voxels.T)], minlength=n_components + 1)
+        votes[0] = 0
+        if votes.max() == 0:  # the mesh is finer than the grid: fall back on size
+            votes = np.bincount(components.ravel())
+            votes[0] = 0
+        inside = components == int(np.argmax(votes))
     labels[box] = np.where(inside, label_value, 0).astype(np.uint8)
     return Volume(labels, affine)
 
@@ -190,7 +202,8 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     timings["fitting_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    mesh_canonical = zero_level_mesh(fitted, tim.mesh_resolution, hyper_code, instance_code)
+    mesh_canonical = zero_level_mesh(fitted, tim.mesh_resolution, hyper_code, instance_code,
+                                     support_points_canonical=trusted_canonical)
     mesh = Mesh(picct.canonical_to_world(mesh_canonical.vertices_world_mm), mesh_canonical.faces)
     timings["meshing_s"] = time.perf_counter() - start
     start = time.perf_counter()

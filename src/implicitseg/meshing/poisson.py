@@ -257,17 +257,35 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
     return vertices[used], new_index[faces].reshape(-1, 3)
 
 
+def _vertex_components(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V,) connected-component label of each vertex (faces linked through shared vertices)."""
+    n_vertices = len(vertices)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_vertices, n_vertices))
+    return connected_components(graph, directed=False)[1]
+
+
 def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the connected component (faces linked through shared vertices) with the most faces."""
     if len(faces) == 0:
         return vertices[:0], faces
-    n_vertices = len(vertices)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_vertices, n_vertices))
-    _, label = connected_components(graph, directed=False)
-    face_label = label[faces[:, 0]]
+    face_label = _vertex_components(vertices, faces)[faces[:, 0]]
     biggest = np.argmax(np.bincount(face_label))
     return compact(vertices, faces[face_label == biggest])
+
+
+def supported_component(vertices: np.ndarray, faces: np.ndarray,
+                        support_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the connected component that the most ``support_points`` (K, 3), in the vertices' frame, lie nearest to
+    (by nearest vertex): the surface the data is on, not a larger spurious one elsewhere. With no support points,
+    the largest component."""
+    if len(faces) == 0 or len(support_points) == 0:
+        return largest_component(vertices, faces)
+    vertex_label = _vertex_components(vertices, faces)
+    used = np.unique(faces.reshape(-1))
+    nearest = used[cKDTree(vertices[used]).query(np.asarray(support_points, dtype=np.float64))[1]]
+    chosen = np.argmax(np.bincount(vertex_label[nearest]))
+    return compact(vertices, faces[vertex_label[faces[:, 0]] == chosen])
 
 
 def face_support(vertices_mm: np.ndarray, faces: np.ndarray, tree: cKDTree, radius_mm: float) -> np.ndarray:
