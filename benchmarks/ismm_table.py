@@ -11,7 +11,9 @@ Runs synth (organ; the shape is the organ with its lesion, label > 0) → prepar
 refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm, HD95, ASSD (mm;
 MONAI, on the image grid, label > 0), and Chamfer and EMD (``evaluation/shape.py``: 30k / 1k area-uniform points,
 normalised to the GT's unit sphere, and in mm) between surfaces — every surface (initial, refined is its own
-mesh, GT) taken as ISMM takes a labelmap's: the 1 mm Gaussian-smoothed isosurface.
+mesh, GT) taken as ISMM takes a labelmap's: the 1 mm Gaussian-smoothed isosurface; and, after refinement, the
+share of the voxels the initial segmentation missed that it regrew (``regrown``) and of those it wrongly had that it
+removed (``removed``).
 Prints mean ± std per initial segmentation and writes ``OUT/ismm_table.json``. Resumable: every finished step
 (dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/``) is kept and
 reused when the command is run again with the same ``--out``.
@@ -32,6 +34,7 @@ from paper_table import train_in_subprocess
 
 VOLUME = ("dice", "nsd", "hd95_mm", "assd_mm")
 SHAPE = ("chamfer_normalised", "emd_normalised", "chamfer_mm", "emd_mm")
+REPAIRS = ("regrown", "removed")
 CORRUPTIONS = {"holes": ("holes",), "blobs": ("blobs",), "missing_part": ("missing_part",),
                "staircase": ("staircase",), "all_four": ("holes", "blobs", "missing_part", "staircase")}
 
@@ -43,6 +46,23 @@ def scores(labelmap, surface, truth, truth_surface) -> dict[str, float]:
 
     binary = Volume((np.asarray(labelmap.array) > 0).astype(np.uint8), labelmap.affine_lps)
     return {**compute_volume_metrics(binary, truth), **compute_shape_metrics(surface, truth_surface)}
+
+
+def corrupted(truth, seed: int, case: str, kinds: tuple[str, ...]):
+    """The corruption (:class:`~implicitseg.data.corruption.Corruption`) of a held-out case's binary labelmap, the
+    same for every run with the same ``--seed``."""
+    from implicitseg.data.corruption import corrupt_labelmap
+
+    return corrupt_labelmap(truth, np.random.default_rng([seed, int(case.split("_")[-1]), len(kinds)]), kinds)
+
+
+def repairs(initial, refined, truth) -> dict[str, float]:
+    """Of the voxels the initial segmentation missed, the share the refined one has (``regrown``); of those it had
+    wrongly, the share the refined one dropped (``removed``); NaN where there were none. All on the image grid."""
+    initial_mask, refined_mask, truth_mask = (np.asarray(v.array) > 0 for v in (initial, refined, truth))
+    missed, extra = truth_mask & ~initial_mask, initial_mask & ~truth_mask
+    return {"regrown": float((missed & refined_mask).sum() / missed.sum()) if missed.any() else math.nan,
+            "removed": float((extra & ~refined_mask).sum() / extra.sum()) if extra.any() else math.nan}
 
 
 def summarise(values: list[float]) -> str:
@@ -65,7 +85,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from implicitseg.data.corruption import corrupt_labelmap
     from implicitseg.data.ismm import labelmap_surface
     from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
@@ -99,8 +118,7 @@ def main() -> None:
             truth = read_labelmap(dataset / "labelsTs" / f"{case}.nii.gz")
             truth_of[case] = Volume((truth.array > 0).astype(np.uint8), truth.affine_lps)
             if not (folder / f"{case}.nii.gz").is_file():
-                rng = np.random.default_rng([args.seed, int(case.split("_")[-1]), len(kinds)])
-                write_image(folder / f"{case}.nii.gz", corrupt_labelmap(truth_of[case], rng, kinds).labelmap)
+                write_image(folder / f"{case}.nii.gz", corrupted(truth_of[case], args.seed, case, kinds).labelmap)
         initial_dirs[name] = folder
     if args.unet_minutes > 0:
         unet_prep, unet_run, unet_out = out / "prep_unet", out / "run_unet", out / "unet_predictions"
@@ -133,9 +151,10 @@ def main() -> None:
             case = record["case"]
             truth_surface = labelmap_surface(truth_of[case], 0, "truth")
             initial = read_labelmap(folder / f"{case}.nii.gz", allow_empty=True)
+            refined = read_labelmap(Path(record["labelmap"]), allow_empty=True)
             before = scores(initial, labelmap_surface(initial, 0, "initial"), truth_of[case], truth_surface)
-            after = scores(read_labelmap(Path(record["labelmap"]), allow_empty=True), read_mesh(record["mesh"]),
-                           truth_of[case], truth_surface)
+            after = {**scores(refined, read_mesh(record["mesh"]), truth_of[case], truth_surface),
+                     **repairs(initial, refined, truth_of[case])}
             source_rows.append({"initial": name, "case": case, "before": before, "after": after,
                                 "refine_s": record["timings"]["total_s"]})
         timings[f"refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
@@ -148,8 +167,8 @@ def main() -> None:
     for name in initial_dirs:
         chosen = [r for r in rows if r["initial"] == name]
         table[name] = {}
-        for metric in VOLUME + SHAPE:
-            before = summarise([r["before"][metric] for r in chosen])
+        for metric in VOLUME + SHAPE + REPAIRS:
+            before = summarise([r["before"].get(metric, math.nan) for r in chosen])
             after = summarise([r["after"][metric] for r in chosen])
             table[name][metric] = {"before": before, "after": after}
             print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")

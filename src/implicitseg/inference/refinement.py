@@ -5,7 +5,9 @@ segmentation's surface with the learned shape prior.
    (canonical / global scale: the anchor's mm frame), then × the global scale → canonical.
 2. The same registration's posterior: per registered initial surface point, the total mass the template's points
    assign to it; the top ``trusted_fraction`` are trusted (where the initial result agrees with the shape prior),
-   and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them.
+   and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them. When a
+   part is missing, this rule trusts the points of the cut face most (the template's points of that part have no
+   partner but them), and the refined shape keeps the cut (``benchmarks/ismm_cut_face.py`` measures it).
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
    the initial surface's normals) and a quarter as many uniform points, with the training losses.
 4. Marching cubes of the fitted SDF over the canonical box, the component the trusted points lie on → world
@@ -27,7 +29,7 @@ from skimage.measure import marching_cubes
 
 from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
-from implicitseg.geometry.alignment import Picct, coherent_point_drift
+from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_point_drift
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
@@ -153,6 +155,19 @@ def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code
     return Volume(labels, affine)
 
 
+def _align_and_score(initial_points: np.ndarray, template_points_mm: np.ndarray, config: IsmmConfig,
+                     seed: int) -> tuple[SimilarityTransform, np.ndarray, np.ndarray]:
+    """CPD of the initial surface's points (N, 3, world LPS mm) onto the template's (M, 3, canonical / global scale)
+    and the trust score of each initial point it used: the similarity world → anchor mm, the used points' indices
+    (K,) and their posterior mass (K,), higher = more trusted."""
+    tim, shapes = config.tim, config.shapes
+    registration = coherent_point_drift(initial_points, template_points_mm,
+                                        max_points=max(tim.initial_points, tim.template_points),
+                                        iterations=shapes.cpd_iterations, tolerance=shapes.cpd_tolerance,
+                                        outlier_weight=tim.outlier_weight, seed=seed)
+    return registration.transform, registration.moving_indices, registration.moving_posterior_mass
+
+
 def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
                    output_grid: tuple[tuple[int, int, int], np.ndarray], *, label_value: int = 1,
                    seed: int = 0) -> Refinement:
@@ -174,23 +189,19 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     timings["template_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    registration = coherent_point_drift(initial_points, template_points_mm, max_points=max(tim.initial_points,
-                                                                                           tim.template_points),
-                                        iterations=shapes.cpd_iterations, tolerance=shapes.cpd_tolerance,
-                                        outlier_weight=tim.outlier_weight, seed=seed)
-    picct = Picct(registration.transform, shapes.global_scale)
-    n_trusted = max(4, int(round(tim.trusted_fraction * len(registration.moving_indices))))
-    trusted_sample = registration.moving_indices[np.argsort(-registration.moving_posterior_mass,
-                                                            kind="stable")[:n_trusted]]
+    similarity, used, trust_score = _align_and_score(initial_points, template_points_mm, config, seed)
+    picct = Picct(similarity, shapes.global_scale)
+    n_trusted = max(4, int(round(tim.trusted_fraction * len(used))))
+    trusted_sample = used[np.argsort(-trust_score, kind="stable")[:n_trusted]]
     # about one fitting point per trusted vertex: dense surface points whose nearest registered point is trusted
     dense_points, dense_normals = surface_samples(initial_world_mm, int(tim.fitting_points), rng)
     registered = np.zeros(len(initial_points), dtype=bool)
     registered[trusted_sample] = True
-    nearest = cKDTree(initial_points[registration.moving_indices]).query(dense_points)[1]
-    trusted = registered[registration.moving_indices[nearest]]
+    nearest = cKDTree(initial_points[used]).query(dense_points)[1]
+    trusted = registered[used[nearest]]
     trusted_points, trusted_normals = dense_points[trusted], dense_normals[trusted]
     trusted_canonical = picct.world_to_canonical(trusted_points)
-    trusted_normals = trusted_normals @ registration.transform.rotation.T
+    trusted_normals = trusted_normals @ similarity.rotation.T
     timings["alignment_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -209,8 +220,8 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     start = time.perf_counter()
     labelmap = _labelmap_on_grid(fitted, hyper_code, instance_code, picct, mesh, output_grid, label_value)
     timings["voxelise_s"] = time.perf_counter() - start
-    counts = {"n_registered_points": int(len(registration.moving_indices)), "n_trusted_registered": int(n_trusted),
+    counts = {"n_registered_points": int(len(used)), "n_trusted_registered": int(n_trusted),
               "n_fitting_points": int(len(trusted_points)),
-              "fit_steps": int(tim.fit_steps), "fit_loss_curve": curve, "alignment_scale": registration.transform.scale,
+              "fit_steps": int(tim.fit_steps), "fit_loss_curve": curve, "alignment_scale": similarity.scale,
               "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
     return Refinement(mesh, labelmap, picct, trusted_points, timings, counts)
