@@ -4,7 +4,7 @@
 
 Reads what ``benchmarks/ismm_table.py --out OUT`` left (the dataset and the trained prior ``OUT/run``), remakes
 each held-out case's ``missing_part`` corruption exactly as that script does (same ``--seed``) and refines it
-twice with the run's TIM settings: with the paper's rule (``tim.trust``), and with the same ranking after the
+twice with the run's TIM settings: with the paper's rule, and with the same ranking after the
 initial surface's points within ``--band-mm`` of the cutting plane are ranked last (an oracle: the corruption's own
 plane, which no real refinement knows). A diagnostic, so it wraps the refinement's private alignment-and-score step.
 Prints per case and mean: Dice before / after each, the share of the removed voxels that came back, and the
@@ -90,8 +90,7 @@ def main() -> None:
     means = {key: statistics.mean(r[key] for r in rows) for key in rows[0] if key != "case"}
     spreads = {key: statistics.stdev(r[key] for r in rows) if len(rows) > 1 else 0.0 for key in means}
     print("mean ± std: " + ", ".join(f"{key} {means[key]:.3f} ± {spreads[key]:.3f}" for key in means))
-    write_json(args.out / "cut_face.json", {"rows": rows, "mean": means, "std": spreads, "trust": config.tim.trust,
-                                            "band_mm": args.band_mm})
+    write_json(args.out / "cut_face.json", {"rows": rows, "mean": means, "std": spreads, "band_mm": args.band_mm})
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ segmentation's surface with the learned shape prior.
 2. The same registration's posterior: per registered initial surface point, the total mass the template's points
    assign to it; the top ``trusted_fraction`` are trusted (where the initial result agrees with the shape prior),
    and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them. When a
-   part is missing, this rule trusts the points of the cut face most (the template's points of that part have no
-   partner but them), and the refined shape keeps the cut (``benchmarks/ismm_cut_face.py`` measures it).
+   part is missing, this rule trusts the points of the cut face as often as the true surface's (the template's
+   points of that part have no partner but them), and the refined shape keeps the cut
+   (``benchmarks/ismm_cut_face.py`` measures it).
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
    the initial surface's normals) and a quarter as many uniform points, with the training losses.
 4. Marching cubes of the fitted SDF over the canonical box, the component the trusted points lie on → world
