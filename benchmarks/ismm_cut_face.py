@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ismm_table import corrupted
+from ismm_table import corrupted, repairs
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,7 +72,6 @@ def main() -> None:
         initial = corruption.labelmap
         surface = labelmap_surface(initial, 0, case)
         truth_mask, initial_mask = truth.array > 0, initial.array > 0
-        missed = truth_mask & ~initial_mask
         row = {"case": case, "dice_before": dice(initial_mask, truth_mask)}
         for name, tell_the_cut in (("paper", False), ("told_the_cut", True)):
             refinement._align_and_score = scorer(tell_the_cut)
@@ -82,7 +81,7 @@ def main() -> None:
                 refinement._align_and_score = paper_scores
             refined_mask = refined.labelmap.array > 0
             row[f"dice_{name}"] = dice(refined_mask, truth_mask)
-            row[f"regrown_{name}"] = float((missed & refined_mask).sum() / max(int(missed.sum()), 1))
+            row[f"regrown_{name}"] = repairs(initial, refined.labelmap, truth)["regrown"]
             if name == "paper":
                 row.update(seen)
         rows.append(row)

@@ -74,8 +74,7 @@ def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor 
     step = 2.0 * CANONICAL_BOX / (int(resolution) - 1)
     # skimage winds faces towards higher values (outside, for an SDF): the right-hand normals already point out
     vertices, faces = supported_component(vertices_index * step - CANONICAL_BOX, faces.astype(np.int64),
-                                          np.zeros((0, 3)) if support_points_canonical is None
-                                          else support_points_canonical)
+                                          support_points_canonical)
     return Mesh(vertices, faces)
 
 

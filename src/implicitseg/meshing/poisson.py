@@ -275,11 +275,11 @@ def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
 
 
 def supported_component(vertices: np.ndarray, faces: np.ndarray,
-                        support_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                        support_points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Keep the connected component that the most ``support_points`` (K, 3), in the vertices' frame, lie nearest to
-    (by nearest vertex): the surface the data is on, not a larger spurious one elsewhere. With no support points,
-    the largest component."""
-    if len(faces) == 0 or len(support_points) == 0:
+    (by nearest vertex): the surface the data is on, not a larger spurious one elsewhere. With no support points
+    (None or K = 0), the largest component."""
+    if len(faces) == 0 or support_points is None or len(support_points) == 0:
         return largest_component(vertices, faces)
     vertex_label = _vertex_components(vertices, faces)
     used = np.unique(faces.reshape(-1))
