@@ -5,7 +5,8 @@ import SimpleITK as sitk
 from helpers import AFFINE_CASES, sphere_volume
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi, index_to_world
-from implicitseg.io.images import Volume, read_image, read_labelmap, resample_to_roi, roi_overlaps_image, write_image
+from implicitseg.io.images import (Volume, read_image, read_image_series, read_labelmap, resample_to_roi,
+                                   roi_overlaps_image, write_image)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
@@ -131,3 +132,59 @@ def test_image_series_round_trip_keeps_frames_geometry_and_time_step(tmp_path):
         read_image(tmp_path / "cine.nii.gz")  # a 3D method is told, not crashed
     write_image_series(tmp_path / "one.nii.gz", VolumeSeries(frames[:1], affine))
     assert read_image_series(tmp_path / "one.nii.gz").frames.shape == (1, 5, 6, 7)
+
+
+def _noise_image(path, shape=(24, 20, 16)):
+    """A valid image that compresses poorly (noise), written by SimpleITK with compression: its bytes, (Z, Y, X)."""
+    array = np.random.default_rng(3).normal(0.0, 300.0, size=shape[::-1]).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.9, 1.5))
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return array
+
+
+@pytest.mark.parametrize("suffix, data_suffix", [(".nii.gz", None), (".nrrd", None), (".mha", None),
+                                                 (".mhd", ".zraw"), (".nhdr", ".raw.gz")])
+@pytest.mark.parametrize("keep", ["3000 bytes", "half", "all but 5 bytes"])
+def test_truncated_image_files_are_named_input_errors(tmp_path, capfd, suffix, data_suffix, keep):
+    path = tmp_path / f"image{suffix}"
+    _noise_image(path)
+    cut = tmp_path / f"image{data_suffix}" if data_suffix else path
+    data = cut.read_bytes()
+    cut.write_bytes(data[:{"3000 bytes": 3000, "half": len(data) // 2, "all but 5 bytes": len(data) - 5}[keep]])
+    with pytest.raises(InputError, match=rf"image{suffix}: truncated file"):
+        read_image(path)
+    with pytest.raises(InputError, match="truncated file"):
+        read_image_series(path)
+    assert "MetaImage" not in capfd.readouterr().err  # nothing but the one error line for the user
+
+
+def test_uncompressed_nifti_shorter_than_its_header_says_is_refused(tmp_path):
+    path = tmp_path / "image.nii"
+    _noise_image(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(InputError, match=r"image.nii: truncated file: .*15,260 of the 15,360 bytes"):
+        read_image(path)
+
+
+def test_corrupt_gzip_stream_is_refused(tmp_path):
+    path = tmp_path / "image.nii.gz"
+    _noise_image(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="image.nii.gz: damaged file"):
+        read_image(path)
+
+
+def test_multi_member_gzip_and_trailing_padding_still_read(tmp_path):
+    """Some tools (bgzip, pigz -i) write several gzip members; some pad files: both are valid images."""
+    import gzip
+
+    plain = tmp_path / "image.nii"
+    array = _noise_image(plain)
+    raw = plain.read_bytes()
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]) + bytes(16))
+    assert np.array_equal(read_image(path, dtype=np.int16).array.transpose(2, 1, 0), array)

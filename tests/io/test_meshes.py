@@ -65,3 +65,39 @@ def test_bad_meshes_give_input_errors(tmp_path):
     with pytest.raises(InputError, match="no faces"):
         write_mesh(tmp_path / "out.vtk", Mesh(np.zeros((3, 3)), np.zeros((0, 3))))
     assert not (tmp_path / "out.vtk").exists()
+
+
+PLY_HEADER = ("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+              "element face 2\nproperty list uchar int vertex_indices\nend_header\n")
+
+
+@pytest.mark.parametrize("name, text", [
+    ("faces.ply", PLY_HEADER + "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 0 1 7\n"),
+    ("faces.vtk", "# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n"
+                  "0 0 0 1 0 0 0 1 0\nPOLYGONS 2 8\n3 0 1 2\n3 0 1 5\n"),
+    ("faces.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n"),
+])
+def test_faces_that_index_missing_vertices_are_named_input_errors(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=rf"{name}: .*(vertex|index)"):
+        read_mesh(tmp_path / name)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("nan.vtk", "# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n"
+                "0 0 0 nan 0 0 0 1 0\nPOLYGONS 1 4\n3 0 1 2\n"),
+    ("inf.obj", "v 0 0 0\nv inf 0 0\nv 0 1 0\nf 1 2 3\n"),
+])
+def test_nan_or_infinite_coordinates_are_named_input_errors(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=rf"{name}: mesh has NaN or infinite vertex coordinates"):
+        read_mesh(tmp_path / name)
+
+
+def test_truncated_binary_vtk_is_named(tmp_path):
+    write_mesh(tmp_path / "mesh.vtk", _tetrahedron())
+    data = (tmp_path / "mesh.vtk").read_bytes()
+    for keep in (len(data) - 30, 150):
+        (tmp_path / "cut.vtk").write_bytes(data[:keep])
+        with pytest.raises(InputError, match="cut.vtk: truncated file"):
+            read_mesh(tmp_path / "cut.vtk")

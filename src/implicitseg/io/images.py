@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi, affine_from_geometry, geometry_from_affine, index_to_world, world_to_index
 from implicitseg.io.atomic import atomic_path
+from implicitseg.io.integrity import check_image_file
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -88,12 +89,10 @@ def _is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
 
 
-def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
-    """Read a 3D image (NIfTI, NRRD, MHA/MHD, or a folder holding one DICOM series) as a :class:`Volume`.
-
-    Raises :class:`InputError` naming the file when it is missing, unreadable, not 3D or holds NaN/inf.
-    """
-    path = Path(path)
+def _read_sitk(path: Path) -> sitk.Image:
+    """``path`` (an image file, or a folder holding one DICOM series) as SimpleITK reads it, after
+    :func:`~implicitseg.io.integrity.check_image_file`. Raises :class:`InputError` naming the file when it is missing,
+    truncated, damaged or unreadable."""
     if not path.exists():
         raise InputError(f"{path}: image file not found")
     try:
@@ -105,12 +104,20 @@ def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
                 raise InputError(f"{path}: folder holds {len(series_ids)} DICOM series; give one series per folder")
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_ids[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
+            return reader.Execute()
+        check_image_file(path)
+        return sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
         raise InputError(f"{path}: cannot read image ({first_line[:200]})") from None
+
+
+def _check_finite(array: np.ndarray, path: Path) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise InputError(f"{path}: image holds NaN or infinite intensities")
+
+
+def _volume_of(image: sitk.Image, path: Path, dtype: type, allow_nonfinite: bool) -> Volume:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{path}: expected a 3D single-channel image, got {image.GetDimension()}D with "
@@ -121,9 +128,19 @@ def read_image(path: str | os.PathLike, *, dtype: type = np.float32) -> Volume:
         raise InputError(f"{path}: invalid voxel spacing {tuple(spacing)}")
     volume = Volume.from_sitk(image)
     volume.array = volume.array.astype(dtype, copy=False)
-    if np.issubdtype(volume.array.dtype, np.floating) and not np.all(np.isfinite(volume.array)):
-        raise InputError(f"{path}: image holds NaN or infinite intensities")
+    if not allow_nonfinite:
+        _check_finite(volume.array, path)
     return volume
+
+
+def read_image(path: str | os.PathLike, *, dtype: type = np.float32, allow_nonfinite: bool = False) -> Volume:
+    """Read a 3D image (NIfTI, NRRD, MHA/MHD, or a folder holding one DICOM series) as a :class:`Volume`.
+
+    Raises :class:`InputError` naming the file when it is missing, truncated, damaged, unreadable, not 3D or holds
+    NaN/inf (unless ``allow_nonfinite``: ``implicitseg check`` reports those itself).
+    """
+    path = Path(path)
+    return _volume_of(_read_sitk(path), path, dtype, allow_nonfinite)
 
 
 def write_image(path: str | os.PathLike, volume: Volume) -> None:
@@ -175,27 +192,22 @@ def write_image_series(path: str | os.PathLike, series: VolumeSeries) -> None:
         sitk.WriteImage(joined, str(temporary), useCompression=True)
 
 
-def read_image_series(path: str | os.PathLike, *, dtype: type = np.float32) -> VolumeSeries:
+def read_image_series(path: str | os.PathLike, *, dtype: type = np.float32,
+                      allow_nonfinite: bool = False) -> VolumeSeries:
     """Read a 3D+t image (a 4D file) or a 3D one (one frame); bad files raise :class:`InputError` as
     :func:`read_image` does."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: image file not found")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
-        raise InputError(f"{path}: cannot read image ({first_line[:200]})") from None
+    image = _read_sitk(path)
     if image.GetDimension() == 3:
-        volume = read_image(path, dtype=dtype)
+        volume = _volume_of(image, path, dtype, allow_nonfinite)
         return VolumeSeries(volume.array[None], volume.affine_lps)
     if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: expected a 3D or 4D single-channel image, got {image.GetDimension()}D")
     size = list(image.GetSize())
     frames = [Volume.from_sitk(sitk.Extract(image, size[:3] + [0], [0, 0, 0, t])) for t in range(size[3])]
     stacked = np.stack([f.array for f in frames]).astype(dtype, copy=False)
-    if np.issubdtype(stacked.dtype, np.floating) and not np.all(np.isfinite(stacked)):
-        raise InputError(f"{path}: image holds NaN or infinite intensities")
+    if not allow_nonfinite:
+        _check_finite(stacked, path)
     spacing = np.array(image.GetSpacing())
     if not np.all(np.isfinite(spacing[:3])) or np.any(spacing[:3] <= 0):
         raise InputError(f"{path}: invalid voxel spacing {tuple(spacing)}")

@@ -86,12 +86,16 @@ def _read_vtk_legacy(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
         if dtype is None:
             raise InputError(f"{path}: unsupported VTK point type {type_name}")
         size = np.dtype(dtype).itemsize * 3 * n_points
+        if len(body) < position + size:
+            raise InputError(f"{path}: truncated file: its header declares {n_points} points, the file ends before")
         vertices = np.frombuffer(body[position : position + size], dtype=dtype).reshape(-1, 3).astype(np.float64)
         position += size
     else:
         tokens_needed = 3 * n_points
         values: list[bytes] = []
         while len(values) < tokens_needed:
+            if position > len(body):
+                raise InputError(f"{path}: truncated file: its header declares {n_points} points, the file ends before")
             end = body.find(b"\n", position)
             end = len(body) if end < 0 else end
             values.extend(body[position:end].split())
@@ -105,9 +109,12 @@ def _read_vtk_legacy(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
         if b"OFFSETS" in body[start : start + 64]:
             raise InputError(f"{path}: VTK legacy 5.x OFFSETS/CONNECTIVITY layout is not supported; save as 4.2")
         if is_binary:
-            ints = np.frombuffer(body[start : start + 4 * n_ints], dtype=">i4").astype(np.int64)
+            cell_bytes = body[start : start + 4 * n_ints]
+            ints = np.frombuffer(cell_bytes[: len(cell_bytes) // 4 * 4], dtype=">i4").astype(np.int64)
         else:
             ints = np.array(body[start:].split()[:n_ints], dtype=np.int64)
+        if len(ints) < n_ints:
+            raise InputError(f"{path}: truncated file: its header declares {n_cells} cells, the file ends before")
         faces = _cells_to_triangles(ints, n_cells, strips=(kind == b"TRIANGLE_STRIPS"))
     return vertices, faces, space
 
@@ -142,7 +149,8 @@ def read_mesh(path: str | os.PathLike, *, space: str = "LPS") -> Mesh:
     """Read a triangle mesh and return it in world LPS mm.
 
     ``space`` is the convention of the file's coordinates (``"LPS"`` or ``"RAS"``); a VTK header's
-    ``SPACE=`` wins over it. Raises :class:`InputError` for a missing or unreadable file or a mesh with no faces.
+    ``SPACE=`` wins over it. Raises :class:`InputError` for a missing, unreadable or truncated file, a mesh with no
+    faces, faces that index vertices the file does not hold, and NaN or infinite coordinates.
     """
     path = Path(path)
     space = _check_space(space)
@@ -166,6 +174,11 @@ def read_mesh(path: str | os.PathLike, *, space: str = "LPS") -> Mesh:
         raise InputError(f"{path}: mesh has no faces")
     if not np.all(np.isfinite(vertices)):
         raise InputError(f"{path}: mesh has NaN or infinite vertex coordinates")
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        bad = int(faces.max() if faces.max() >= len(vertices) else faces.min())
+        raise InputError(f"{path}: mesh faces index vertex {bad}, but the file holds vertices 0..{len(vertices) - 1} "
+                         f"(a truncated or damaged file?)")
     if space == "RAS":
         vertices = ras_to_lps(vertices)
     return Mesh(vertices, faces)
