@@ -15,7 +15,7 @@ def run_cli(*arguments, cwd=None):
                           capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["synth", "prepare", "train", "predict", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["synth", "prepare", "train", "predict", "evaluate", "compare", "demo"])
 def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -43,6 +43,18 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     _assert_user_error(run_cli("predict", tmp_path / "run", tmp_path / "missing.nii.gz", "--out", tmp_path / "o",
                                "--roi-center", "1,2,3"), "missing.nii.gz")
     _assert_user_error(run_cli("evaluate", tmp_path / "nopred", tmp_path, "--out", tmp_path / "m"), "nopred")
+
+
+def test_train_without_a_validation_says_so(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from implicitseg.cli import app
+    from implicitseg.methods import pipeline
+
+    monkeypatch.setattr(pipeline, "run_train", lambda *args, **kwargs: {"epochs_completed": 1, "best_val_loss": None})
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 epochs; no validation ran" in result.output
 
 
 def test_unreadable_and_nan_images_are_named(tmp_path):

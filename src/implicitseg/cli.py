@@ -36,6 +36,11 @@ class Space(str, Enum):
     RAS = "RAS"
 
 
+class Split(str, Enum):
+    test = "test"
+    training = "training"
+
+
 class SynthKind(str, Enum):
     laa = "laa"
     organ = "organ"
@@ -95,7 +100,9 @@ def train(
 
     summary = pipeline.run_train(prep, out, method=method, preset=preset, max_epochs=max_epochs, max_time=max_time,
                                  devices=devices, resume=resume)
-    typer.echo(f"trained {summary['epochs_completed']} epochs; best val loss {summary['best_val_loss']:.4f}; run in {out}")
+    best = summary.get("best_val_loss")
+    best_text = "no validation ran" if best is None else f"best val loss {best:.4f}"
+    typer.echo(f"trained {summary['epochs_completed']} epochs; {best_text}; run in {out}")
 
 
 @app.command()
@@ -166,12 +173,32 @@ def evaluate(
                                             "30k and EMD on 1k points per surface, in mm and normalised to the GT's "
                                             "unit sphere; a GT labelmap's surface where there is no GT mesh).")] = "surface",
     gt_space: Annotated[Space, typer.Option(help="Space of GT mesh files when GT is not a dataset folder.")] = Space.LPS,
+    split: Annotated[Optional[Split], typer.Option(help="Dataset split whose ground-truth cases are scored (default: "
+                                                        "test when the dataset has test ground truth).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 when a ground-truth case has no usable "
+                                                          "prediction (missing or failed).")] = False,
 ) -> None:
-    """Metrics per case (mm) and their mean, std and median."""
+    """Metrics of every ground-truth case (mm; a case without a prediction is a row, scored as a failure) and
+    their counts, n, mean, sample std, median and 95 % bootstrap interval of the mean."""
     from implicitseg.methods import pipeline
 
-    table = pipeline.run_evaluate(pred, gt, out, kind=kind, gt_space=gt_space.value)
+    table = pipeline.run_evaluate(pred, gt, out, kind=kind, gt_space=gt_space.value,
+                                  split=None if split is None else split.value, strict=strict)
     typer.echo(table)
+
+
+@app.command()
+def compare(
+    metrics_a: Annotated[Path, typer.Argument(help="First evaluation: the METRICS of `evaluate --out` (or its .csv).")],
+    metrics_b: Annotated[Path, typer.Argument(help="Second evaluation of the same cases.")],
+    out: Annotated[Optional[Path], typer.Option(help="Also write the comparison as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
+) -> None:
+    """Paired comparison per metric over the cases both evaluations hold: mean difference B - A, its 95 %
+    bootstrap interval and the Wilcoxon signed-rank p-value; cases on one side only are listed."""
+    from implicitseg.methods import pipeline
+
+    typer.echo(pipeline.run_compare(metrics_a, metrics_b, out=out, seed=seed))
 
 
 @app.command()

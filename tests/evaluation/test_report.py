@@ -127,7 +127,22 @@ def test_metrics_table_lists_the_worst_case_first(report):
     assert len(rows) == 2 * len(ids)
     nudf_order = [case for case, method in rows if method.startswith("nudf")]
     assert nudf_order == ["case_02", "case_01", "case_00"]  # shifted furthest = worst Chamfer
-    assert "<th>dice</th>" in table and "<th>chamfer_symmetric</th>" in table
+    assert "<th>dice</th>" in table and "<th>chamfer_symmetric_mm</th>" in table and "<th>status</th>" in table
+
+
+def test_a_ground_truth_case_without_a_prediction_is_a_row_counted_and_listed_first(report, tmp_path):
+    root, ids, _ = report
+    shutil.copytree(root / "ds", tmp_path / "ds")
+    affine = AFFINE_CASES["flipped_oblique"]
+    center = Volume(np.zeros(SHAPE), affine).voxel_centers_world_mm(np.ones(SHAPE, bool)).mean(axis=0)
+    write_mesh(tmp_path / "ds" / "meshesTs" / "case_99.vtk", _sphere_mesh(center, RADIUS_MM))
+    written = build_report([root / "pred_a"], tmp_path / "r.html", gt=tmp_path / "ds")
+    text = (tmp_path / "r.html").read_text()
+    table = text[text.index("<h2>Metrics, worst case first</h2>"):text.index("</table>")]
+    assert "nudf (nudf-demo): 4 case(s): 3 scored, 1 missing" in table
+    first_row = table[table.index("<tr><td>", table.index("<th>status</th>")):].split("</tr>")[0]
+    assert first_row.startswith("<tr><td>case_99</td><td>nudf (nudf-demo)</td><td>missing</td>")
+    assert written["n_cases"] == len(ids)  # no section for a case with nothing to show
 
 
 def test_a_folder_without_predictions_or_a_run_without_logs_is_refused(tmp_path, report):

@@ -239,7 +239,7 @@ def test_evaluate_kind_shape_with_a_labelmap_standing_in_for_a_missing_gt_mesh(t
     assert list(summary["metrics"]) == list(SHAPE_METRIC_NAMES)
     with open(tmp_path / "shape.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["case", *SHAPE_METRIC_NAMES]
+    assert list(rows[0]) == ["case", "status", *SHAPE_METRIC_NAMES]
     expected = {
         "c1": compute_shape_metrics(read_mesh(pred / "c1" / "mesh.ply"), read_mesh(gt / "c1.obj"),
                                     n_chamfer=2_000, n_emd=100, seed=2),

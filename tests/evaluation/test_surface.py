@@ -8,6 +8,7 @@ import pytest
 from implicitseg.errors import InputError
 from implicitseg.evaluation.surface import (
     compute_surface_metrics,
+    missing_surface_metrics,
     point_to_mesh_distance_mm,
     sample_surface,
     surface_metric_names,
@@ -84,24 +85,28 @@ def test_every_metric_matches_brute_force():
     pred_to_gt = brute_force_distance_mm(sample_surface(PRED, n, seed), GT)
     gt_to_pred = brute_force_distance_mm(sample_surface(GT, n, seed + 1), PRED)
     expected = {
-        "chamfer_pred_to_gt": vertex_to_gt.mean(),
-        "chamfer_symmetric": (pred_to_gt.mean() + gt_to_pred.mean()) / 2,
-        "accuracy_90": np.percentile(pred_to_gt, 90),
-        "completion_0.5mm": np.mean(gt_to_pred <= 0.5),
-        "hd95": max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95)),
-        "far_area_fraction_0.5mm": np.mean(pred_to_gt > 0.5),
+        "chamfer_pred_to_gt_mm": vertex_to_gt.mean(),
+        "chamfer_symmetric_mm": (pred_to_gt.mean() + gt_to_pred.mean()) / 2,
+        "accuracy_90_mm": np.percentile(pred_to_gt, 90),
+        "completion_at_0.5mm": np.mean(gt_to_pred <= 0.5),
+        "hd95_mm": max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95)),
+        "far_area_fraction_at_0.5mm": np.mean(pred_to_gt > 0.5),
     }
     assert tuple(metrics) == surface_metric_names(0.5) == tuple(expected)
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
     # The case is not degenerate: the thresholded metrics sit strictly between 0 and 1.
-    assert 0.05 < metrics["completion_0.5mm"] < 0.95 and 0.05 < metrics["far_area_fraction_0.5mm"] < 0.95
+    assert 0.05 < metrics["completion_at_0.5mm"] < 0.95 and 0.05 < metrics["far_area_fraction_at_0.5mm"] < 0.95
 
 
 def test_default_names_are_the_specs():
     assert surface_metric_names() == (
-        "chamfer_pred_to_gt", "chamfer_symmetric", "accuracy_90", "completion_2mm", "hd95", "far_area_fraction_2mm",
+        "chamfer_pred_to_gt_mm", "chamfer_symmetric_mm", "accuracy_90_mm", "completion_at_2mm", "hd95_mm",
+        "far_area_fraction_at_2mm",
     )
+    missing = missing_surface_metrics()
+    assert tuple(missing) == surface_metric_names() and missing["completion_at_2mm"] == 0.0
+    assert all(np.isnan(value) for name, value in missing.items() if name != "completion_at_2mm")
 
 
 @pytest.mark.parametrize("gap_mm, completion, far", [(1.0, 1.0, 0.0), (3.0, 0.0, 1.0)])
@@ -109,10 +114,10 @@ def test_parallel_squares(gap_mm, completion, far):
     pred = grid_square((0, 10), (0, 10), gap_mm, 6, 6)
     gt = grid_square((0, 10), (0, 10), 0.0, 4, 5)
     metrics = compute_surface_metrics(pred, gt, n_samples=5_000)
-    for name in ("chamfer_pred_to_gt", "chamfer_symmetric", "accuracy_90", "hd95"):
+    for name in ("chamfer_pred_to_gt_mm", "chamfer_symmetric_mm", "accuracy_90_mm", "hd95_mm"):
         assert metrics[name] == pytest.approx(gap_mm, abs=1e-9), name
-    assert metrics["completion_2mm"] == completion
-    assert metrics["far_area_fraction_2mm"] == far
+    assert metrics["completion_at_2mm"] == completion
+    assert metrics["far_area_fraction_at_2mm"] == far
 
 
 def test_prediction_overhanging_the_ground_truth():
@@ -121,12 +126,12 @@ def test_prediction_overhanging_the_ground_truth():
     pred = grid_square((0, 2), (0, 1), 0.0, 5, 3)
     gt = grid_square((0, 1), (0, 1), 0.0, 2, 2)
     metrics = compute_surface_metrics(pred, gt, n_samples=100_000, completion_mm=0.5)
-    assert metrics["chamfer_pred_to_gt"] == pytest.approx((0 + 0 + 0 + 0.5 + 1.0) / 5)  # vertex columns
-    assert metrics["chamfer_symmetric"] == pytest.approx(0.5 * 0.25, abs=0.005)
-    assert metrics["accuracy_90"] == pytest.approx(0.8, abs=0.01)
-    assert metrics["hd95"] == pytest.approx(0.9, abs=0.01)
-    assert metrics["completion_0.5mm"] == 1.0
-    assert metrics["far_area_fraction_0.5mm"] == pytest.approx(0.25, abs=0.01)
+    assert metrics["chamfer_pred_to_gt_mm"] == pytest.approx((0 + 0 + 0 + 0.5 + 1.0) / 5)  # vertex columns
+    assert metrics["chamfer_symmetric_mm"] == pytest.approx(0.5 * 0.25, abs=0.005)
+    assert metrics["accuracy_90_mm"] == pytest.approx(0.8, abs=0.01)
+    assert metrics["hd95_mm"] == pytest.approx(0.9, abs=0.01)
+    assert metrics["completion_at_0.5mm"] == 1.0
+    assert metrics["far_area_fraction_at_0.5mm"] == pytest.approx(0.25, abs=0.01)
 
 
 def test_sample_surface_is_area_uniform_on_the_surface_and_reproducible():

@@ -1,4 +1,5 @@
-"""The evaluate stage over folders: case matching, GT spaces, CSV + summary files, table text."""
+"""The evaluate stage over folders: every ground-truth case a row (missing, empty, unreadable predictions counted
+as failures), splits, GT spaces, CSV + summary files, table text."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def square(z_mm: float) -> Mesh:
     return Mesh(vertices, np.array([[0, 1, 2], [0, 2, 3]]))
 
 
+EMPTY_VTK = "# vtk DataFile Version 4.2\nempty\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n0 0 0 1 0 0 0 1 0\n"
+
+
 @pytest.fixture
 def pred_dir(tmp_path: Path) -> Path:
     pred = tmp_path / "pred"
@@ -35,12 +39,12 @@ def pred_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def gt_dataset(tmp_path: Path) -> Path:
-    """A dataset folder whose meshes are stored in RAS (STL has no header to say so: dataset.json does)."""
+    """A dataset folder whose meshes are stored in RAS (STL has no header to say so: dataset.json does); case_c of
+    the test split has no prediction."""
     root = tmp_path / "dataset"
-    write_mesh(root / "meshesTs" / "case_a.stl", square(0.0), space="RAS")
-    write_mesh(root / "meshesTr" / "case_b.stl", square(0.0), space="RAS")
-    write_mesh(root / "meshesTr" / "case_a.stl", square(-5.0), space="RAS")  # meshesTs wins for case_a
-    write_mesh(root / "meshesTr" / "case_c.stl", square(-5.0), space="RAS")  # no prediction: ignored
+    for case, z_mm in (("case_a", 0.0), ("case_b", 0.0), ("case_c", -5.0)):
+        write_mesh(root / "meshesTs" / f"{case}.stl", square(z_mm), space="RAS")
+    write_mesh(root / "meshesTr" / "case_a.stl", square(-5.0), space="RAS")  # the training split's case_a
     (root / "dataset.json").write_text(json.dumps({"name": "t", "mesh_space": "RAS", "training": [], "test": []}))
     return root
 
@@ -50,22 +54,69 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_dataset_ground_truth_in_ras_gives_known_chamfer(pred_dir, gt_dataset, tmp_path):
+def test_every_ground_truth_case_is_a_row_and_a_missing_one_scores_as_a_failure(pred_dir, gt_dataset, tmp_path):
     summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "out" / "metrics", n_samples=N_SAMPLES)
     csv_path, summary_path = tmp_path / "out" / "metrics.csv", tmp_path / "out" / "metrics.summary.json"
     rows = read_csv(csv_path)
-    assert [row["case"] for row in rows] == ["case_a", "case_b"]
-    assert list(rows[0]) == ["case", *surface_metric_names()]
+    assert [(row["case"], row["status"]) for row in rows] == [("case_a", "ok"), ("case_b", "ok"), ("case_c", "missing")]
+    assert list(rows[0]) == ["case", "status", *surface_metric_names()]
     for row, gap_mm in zip(rows, (1.0, 0.5)):
-        for name in ("chamfer_pred_to_gt", "chamfer_symmetric", "accuracy_90", "hd95"):
+        for name in ("chamfer_pred_to_gt_mm", "chamfer_symmetric_mm", "accuracy_90_mm", "hd95_mm"):
             assert float(row[name]) == pytest.approx(gap_mm, abs=1e-9)
-        assert float(row["completion_2mm"]) == 1.0 and float(row["far_area_fraction_2mm"]) == 0.0
+        assert float(row["completion_at_2mm"]) == 1.0 and float(row["far_area_fraction_at_2mm"]) == 0.0
+    assert float(rows[2]["completion_at_2mm"]) == 0.0  # nothing of case_c's surface was found
+    assert all(np.isnan(float(rows[2][name])) for name in ("chamfer_symmetric_mm", "hd95_mm", "far_area_fraction_at_2mm"))
     assert summary == json.loads(summary_path.read_text())
-    assert summary["n_cases"] == 2 and summary["cases"] == ["case_a", "case_b"] and summary["gt_space"] == "RAS"
-    chamfer = summary["metrics"]["chamfer_pred_to_gt"]
-    assert chamfer == pytest.approx({"mean": 0.75, "std": 0.25, "median": 0.75})
-    assert summary["metrics"]["completion_2mm"] == pytest.approx({"mean": 1.0, "std": 0.0, "median": 1.0})
+    assert (summary["n_cases"], summary["n_scored"], summary["n_missing"], summary["n_empty"], summary["n_failed"]) == \
+        (3, 2, 1, 0, 0)
+    assert summary["cases"] == ["case_a", "case_b", "case_c"] and summary["statuses"] == {"case_c": "missing"}
+    assert summary["split"] == "test" and summary["gt_space"] == "RAS" and "ddof = 1" in summary["statistics"]
+    chamfer = summary["metrics"]["chamfer_pred_to_gt_mm"]
+    # over the two cases with a surface; sample std of (1.0, 0.5) = 0.25 * sqrt(2)
+    assert {k: chamfer[k] for k in ("n", "mean", "std", "median")} == pytest.approx(
+        {"n": 2, "mean": 0.75, "std": 0.25 * np.sqrt(2), "median": 0.75})
+    assert 0.5 <= chamfer["ci95"][0] < 0.75 < chamfer["ci95"][1] <= 1.0
+    completion = summary["metrics"]["completion_at_2mm"]  # over all three cases, the missing one at 0
+    assert {k: completion[k] for k in ("n", "mean", "std", "median")} == pytest.approx(
+        {"n": 3, "mean": 2 / 3, "std": np.std([1, 1, 0], ddof=1), "median": 1.0})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.csv", "metrics.summary.json"]
+    again = evaluate_folders(pred_dir, gt_dataset, tmp_path / "again", n_samples=N_SAMPLES)
+    assert again["metrics"]["completion_at_2mm"]["ci95"] == completion["ci95"]  # seeded
+
+
+def test_strict_makes_a_missing_case_an_error_after_writing_the_files(pred_dir, gt_dataset, tmp_path):
+    with pytest.raises(InputError, match=r"1 of 3 ground-truth case\(s\) missing or failed \(case_c\).*--strict"):
+        evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES, strict=True)
+    assert read_csv(tmp_path / "metrics.csv")[2]["status"] == "missing"
+    write_mesh(pred_dir / "case_c" / "mesh.vtk", square(-5.0))
+    summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES, strict=True)
+    assert summary["n_scored"] == 3 and summary["metrics"]["hd95_mm"]["n"] == 3
+
+
+def test_an_empty_and_an_unreadable_prediction_are_rows_with_their_status(pred_dir, gt_dataset, tmp_path):
+    (pred_dir / "case_c").mkdir()
+    (pred_dir / "case_c" / "mesh.vtk").write_text(EMPTY_VTK)
+    (pred_dir / "case_b" / "mesh.ply").write_bytes(b"\x00\x01garbage")
+    summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES)
+    assert summary["statuses"] == {"case_b": "failed", "case_c": "empty"}
+    assert "case_b" in summary["notes"] and "mesh.ply" in summary["notes"]["case_b"]
+    assert (summary["n_scored"], summary["n_failed"], summary["n_empty"]) == (1, 1, 1)
+    assert summary["metrics"]["completion_at_2mm"]["mean"] == pytest.approx(1 / 3)
+    assert summary["metrics"]["hd95_mm"]["n"] == 1 and summary["metrics"]["hd95_mm"]["mean"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="case_b"):
+        evaluate_folders(pred_dir, gt_dataset, tmp_path / "strict", n_samples=N_SAMPLES, strict=True)
+
+
+def test_split_chooses_the_ground_truth_cases(pred_dir, gt_dataset, tmp_path):
+    (pred_dir / "case_b" / "mesh.ply").unlink()
+    summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES, split="training")
+    assert summary["cases"] == ["case_a"] and summary["split"] == "training"
+    assert summary["metrics"]["chamfer_pred_to_gt_mm"]["mean"] == pytest.approx(6.0, abs=1e-9)  # 1 mm vs -5 mm
+    write_mesh(pred_dir / "case_b" / "mesh.ply", square(0.5))
+    with pytest.raises(InputError, match=r"training split\): no ground truth for predicted case\(s\) case_b.*--split"):
+        evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES, split="training")
+    with pytest.raises(InputError, match="--split 'val' is not supported"):
+        evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", split="val")
 
 
 @pytest.mark.parametrize("gt_space, expected_mm", [("RAS", 1.0), ("LPS", None)])
@@ -74,7 +125,7 @@ def test_plain_ground_truth_folder_uses_gt_space(tmp_path, gt_space, expected_mm
     write_mesh(pred / "c1" / "mesh.obj", square(1.0))
     write_mesh(gt / "c1.obj", square(0.0), space="RAS")
     summary = evaluate_folders(pred, gt, tmp_path / "m.csv", gt_space=gt_space, n_samples=N_SAMPLES)
-    mean_mm = summary["metrics"]["chamfer_pred_to_gt"]["mean"]
+    mean_mm = summary["metrics"]["chamfer_pred_to_gt_mm"]["mean"]
     if expected_mm is None:  # read as LPS, the GT lands ~60 mm away (x and y flipped)
         assert mean_mm > 50
     else:
@@ -119,15 +170,19 @@ def test_two_ground_truth_files_for_one_case_raise(tmp_path, pred_dir):
         evaluate_folders(pred_dir, gt, tmp_path / "metrics")
 
 
-def test_format_table_summary_and_rows(pred_dir, gt_dataset, tmp_path):
+def test_format_table_shows_the_counts_n_and_the_cases_not_scored(pred_dir, gt_dataset, tmp_path):
     summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES)
-    text = format_table(summary)
-    assert "2 case(s)" in text
-    chamfer_line = next(line for line in text.splitlines() if line.startswith("chamfer_pred_to_gt"))
-    assert chamfer_line.split()[1:] == ["0.7500", "0.2500", "0.7500"]
-    rows = [{"case": "case_a", "hd95": 1.0}, {"case": "case_b", "hd95": 0.5}]
+    lines = format_table(summary).splitlines()
+    assert lines[0] == "surface metrics over 3 case(s): 2 scored, 1 missing"
+    assert lines[1].split() == ["metric", "n", "mean", "std", "median", "ci95", "of", "mean"]
+    chamfer_line = next(line for line in lines if line.startswith("chamfer_pred_to_gt_mm"))
+    assert chamfer_line.split()[1:5] == ["2", "0.7500", "0.3536", "0.7500"]
+    assert next(line for line in lines if line.startswith("completion_at_2mm")).split()[1] == "3"
+    assert lines[-1] == "case_c: missing"
+    rows = [{"case": "case_a", "status": "ok", "hd95_mm": 1.0}, {"case": "case_b", "status": "missing",
+                                                                   "hd95_mm": float("nan")}]
     lines = format_table(rows).splitlines()
-    assert lines[1].split() == ["case", "hd95"] and lines[3].split() == ["case_a", "1.0000"]
+    assert lines[1].split() == ["case", "status", "hd95_mm"] and lines[4].split() == ["case_b", "missing", "nan"]
 
 
 def test_prediction_written_in_ras_is_read_back_by_its_prediction_json(tmp_path):
@@ -136,4 +191,4 @@ def test_prediction_written_in_ras_is_read_back_by_its_prediction_json(tmp_path)
     (pred / "c1" / "prediction.json").write_text(json.dumps({"mesh_space": "RAS"}))
     write_mesh(gt / "c1.obj", square(0.0))
     summary = evaluate_folders(pred, gt, tmp_path / "m", n_samples=N_SAMPLES)
-    assert summary["metrics"]["chamfer_pred_to_gt"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    assert summary["metrics"]["chamfer_pred_to_gt_mm"]["mean"] == pytest.approx(1.0, abs=1e-9)

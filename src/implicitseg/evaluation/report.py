@@ -24,11 +24,13 @@ import numpy as np
 from implicitseg.errors import InputError
 from implicitseg.evaluation.tables import (
     PREDICTED_LABELMAP,
+    counts_text,
+    find_ground_truth_labelmaps,
     find_ground_truth_meshes,
-    find_labelmaps,
     find_predicted_meshes,
     predicted_space,
     score_cases,
+    status_counts,
 )
 from implicitseg.geometry.frames import affine_from_geometry
 from implicitseg.io.atomic import write_text
@@ -58,6 +60,8 @@ class MethodCase:
     labelmap_path: Path | None
     record: dict
     metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    """The evaluation's row status (:data:`~implicitseg.evaluation.tables.STATUSES`)."""
 
 
 @dataclass
@@ -92,11 +96,24 @@ def _method_labels(pred_dirs: list[Path]) -> list[str]:
     return labels
 
 
-def collect_cases(pred_dirs: list[Path], gt: Path | None, *, gt_space: str = "LPS",
-                  score: bool = True) -> tuple[list[ReportCase], list[str]]:
+@dataclass
+class Unpredicted:
+    """A ground-truth case a method has no usable prediction for: its evaluation row (status and failure scores)."""
+
+    case: str
+    label: str
+    status: str
+    metrics: dict[str, float]
+
+
+def collect_cases(pred_dirs: list[Path], gt: Path | None, *, gt_space: str = "LPS", score: bool = True
+                  ) -> tuple[list[ReportCase], list[str], list[Unpredicted], dict[str, dict[str, int]]]:
     """The cases of every prediction folder (one folder per method), their ground truth in ``gt`` (a dataset
     folder or a folder of ``<case>`` files) and, with ``score``, their metrics (``volume`` where both sides have
-    labelmaps, else ``surface``). Returns the cases in id order and the method labels."""
+    labelmaps, else ``surface``; every GT case is scored, see :func:`~implicitseg.evaluation.tables.score_cases`).
+    Returns the predicted cases in id order, the method labels, the GT cases a method did not predict, and per
+    method label the evaluation's counts (:func:`~implicitseg.evaluation.tables.status_counts`; empty without
+    scoring)."""
     if not pred_dirs:
         raise InputError("report: give at least one prediction folder")
     for pred_dir in pred_dirs:
@@ -108,31 +125,42 @@ def collect_cases(pred_dirs: list[Path], gt: Path | None, *, gt_space: str = "LP
     space = gt_space
     if gt is not None:
         truth_meshes, space = find_ground_truth_meshes(gt, gt_space=gt_space)
-        labelled = [d for d in pred_dirs if any(d.glob(f"*/{PREDICTED_LABELMAP}"))]
-        if labelled:
-            truth_labelmaps = find_labelmaps(labelled[0], gt)[1]
+        if any(d.glob(f"*/{PREDICTED_LABELMAP}") for d in pred_dirs):
+            truth_labelmaps = find_ground_truth_labelmaps(gt)
     cases: dict[str, ReportCase] = {}
+    unpredicted: list[Unpredicted] = []
+    counts: dict[str, dict[str, int]] = {}
     for pred_dir, label in zip(pred_dirs, labels):
         meshes = find_predicted_meshes(pred_dir) if any(pred_dir.glob("*/mesh.*")) else {}
-        metrics: dict[str, dict] = {}
+        rows: dict[str, dict] = {}
         if gt is not None and score:
             has_labelmaps = any(pred_dir.glob(f"*/{PREDICTED_LABELMAP}")) and truth_labelmaps
             kind = "volume" if has_labelmaps else "surface"
-            rows, _ = score_cases(pred_dir, gt, kind=kind, gt_space=gt_space, n_samples=20_000)
-            metrics = {row["case"]: {k: v for k, v in row.items() if k != "case"} for row in rows}
+            scored = score_cases(pred_dir, gt, kind=kind, gt_space=gt_space, n_samples=20_000)
+            rows = {row["case"]: row for row in scored.rows}
+            counts[label] = status_counts(scored.rows)
+        predicted = {path.parent.name for path in pred_dir.glob("*/prediction.json")}
+        unpredicted += [Unpredicted(case, label, row["status"], _metrics_of(row))
+                        for case, row in rows.items() if case not in predicted]
         for record_path in sorted(pred_dir.glob("*/prediction.json")):
             identifier = record_path.parent.name
             record = json.loads(record_path.read_text())
             labelmap = record_path.parent / PREDICTED_LABELMAP
             image = Path(record["image"]) if record.get("image") else None
             entry = cases.setdefault(identifier, ReportCase(identifier, image, []))
+            row = rows.get(identifier)
             entry.methods.append(MethodCase(label, meshes.get(identifier), labelmap if labelmap.is_file() else None,
-                                            record, metrics.get(identifier, {})))
+                                            record, _metrics_of(row) if row else {},
+                                            row["status"] if row else "ok"))
     for entry in cases.values():
         entry.truth_mesh_path = truth_meshes.get(entry.case)
         entry.truth_mesh_space = space
         entry.truth_labelmap_path = truth_labelmaps.get(entry.case)
-    return [cases[key] for key in sorted(cases)], labels
+    return [cases[key] for key in sorted(cases)], labels, unpredicted, counts
+
+
+def _metrics_of(row: dict) -> dict[str, float]:
+    return {name: value for name, value in row.items() if name not in ("case", "status")}
 
 
 @dataclass
@@ -307,12 +335,15 @@ def training_curves_uri(run_dirs: list[Path]) -> str | None:
     return uri
 
 
-def _worst_first_key(kind_metrics: dict[str, float]) -> float:
-    """Sort key, larger = worse: 1 − mean Dice for labelmaps, the symmetric Chamfer distance for surfaces."""
+def _worst_first_key(kind_metrics: dict[str, float], status: str = "ok") -> float:
+    """Sort key, larger = worse: a case not scored (missing, empty, failed) first, then 1 − mean Dice for
+    labelmaps, the symmetric Chamfer distance for surfaces."""
+    if status != "ok":
+        return math.inf
     dice = [v for k, v in kind_metrics.items() if k.startswith("dice") and not math.isnan(v)]
     if dice:
         return 1.0 - float(np.mean(dice))
-    value = kind_metrics.get("chamfer_symmetric", math.nan)
+    value = kind_metrics.get("chamfer_symmetric_mm", math.nan)
     return -math.inf if math.isnan(value) else float(value)
 
 
@@ -336,23 +367,30 @@ def build_report(pred_dirs: list[Path], out: Path, *, gt: Path | None = None, ru
                  gt_space: str = "LPS", title: str = "implicitseg report") -> dict:
     """Write the report to ``out`` (atomically); returns ``{"path", "n_cases", "methods", "size_bytes"}``."""
     pred_dirs = [Path(p) for p in pred_dirs]
-    cases, labels = collect_cases(pred_dirs, None if gt is None else Path(gt), gt_space=gt_space)
+    cases, labels, unpredicted, counts = collect_cases(pred_dirs, None if gt is None else Path(gt), gt_space=gt_space)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='note'>{len(cases)} case(s); methods: {html.escape(', '.join(labels))}; ground truth: "
              f"{html.escape(str(gt)) if gt else 'none given'}. Contours and surfaces are in world LPS mm. "
              f"Drag a 3D view to turn it, scroll to zoom.</p>"]
 
-    metric_names = list(dict.fromkeys(name for case in cases for method in case.methods for name in method.metrics))
+    metric_names = list(dict.fromkeys([name for case in cases for method in case.methods for name in method.metrics]
+                                      + [name for row in unpredicted for name in row.metrics]))
     if metric_names:
-        rows = sorted(((case, method) for case in cases for method in case.methods),
-                      key=lambda pair: -_worst_first_key(pair[1].metrics))
-        parts.append("<h2>Metrics, worst case first</h2><table><tr><th>case</th><th>method</th>"
+        rows = [(case.case, True, method.label, method.status, method.metrics)
+                for case in cases for method in case.methods]
+        rows += [(row.case, False, row.label, row.status, row.metrics) for row in unpredicted]
+        rows.sort(key=lambda row: -_worst_first_key(row[4], row[3]))
+        parts.append("<h2>Metrics, worst case first</h2>")
+        parts += [f"<p class='note'>{html.escape(label)}: {html.escape(counts_text(count))} (a case not scored "
+                  f"counts as a failure: Dice, NSD, completion 0; no distance)</p>" for label, count in counts.items()]
+        parts.append("<table><tr><th>case</th><th>method</th><th>status</th>"
                      + "".join(f"<th>{html.escape(n)}</th>" for n in metric_names) + "</tr>")
-        for case, method in rows:
-            cells = "".join(f"<td class='num'>{_format(method.metrics.get(n, math.nan))}</td>" for n in metric_names)
-            parts.append(f"<tr><td><a href='#case-{html.escape(case.case)}'>{html.escape(case.case)}</a></td>"
-                         f"<td>{html.escape(method.label)}</td>{cells}</tr>")
+        for identifier, shown, label, status, metrics in rows:
+            cells = "".join(f"<td class='num'>{_format(metrics.get(n, math.nan))}</td>" for n in metric_names)
+            name = (f"<a href='#case-{html.escape(identifier)}'>{html.escape(identifier)}</a>" if shown
+                    else html.escape(identifier))
+            parts.append(f"<tr><td>{name}</td><td>{html.escape(label)}</td><td>{html.escape(status)}</td>{cells}</tr>")
         parts.append("</table>")
     if runs:
         curves = training_curves_uri([Path(r) for r in runs])
@@ -365,6 +403,8 @@ def build_report(pred_dirs: list[Path], out: Path, *, gt: Path | None = None, ru
         parts.append(f"<section class='case' id='case-{identifier}'><h2>{identifier}</h2>")
         for method in case.methods:
             summary = ", ".join(f"{n} {_format(v)}" for n, v in method.metrics.items()) or "no metrics"
+            if method.status != "ok":
+                summary = f"{method.status}: {summary}"
             warning = method.record.get("warning")
             parts.append(f"<p class='note'><b>{html.escape(method.label)}</b>: {html.escape(summary)}"
                          + (f" — {html.escape(warning)}" if warning else "") + "</p>")

@@ -11,6 +11,8 @@ interpolation.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import point_cloud_utils as pcu
 
@@ -19,20 +21,30 @@ from implicitseg.io.meshes import Mesh
 
 
 def _threshold_name(threshold_mm: float) -> str:
-    return f"{threshold_mm:g}mm"
+    return f"at_{threshold_mm:g}mm"
 
 
 def surface_metric_names(completion_mm: float = 2.0) -> tuple[str, ...]:
-    """The keys :func:`compute_surface_metrics` returns, in order (threshold names follow ``completion_mm``)."""
+    """The keys :func:`compute_surface_metrics` returns, in order (threshold names follow ``completion_mm``).
+
+    Names carry their unit: ``_mm`` for distances in mm, ``_at_<t>mm`` for a fraction (0..1) within or beyond a
+    threshold of ``t`` mm — the scheme of the volume and shape metrics too."""
     suffix = _threshold_name(completion_mm)
     return (
-        "chamfer_pred_to_gt",
-        "chamfer_symmetric",
-        "accuracy_90",
+        "chamfer_pred_to_gt_mm",
+        "chamfer_symmetric_mm",
+        "accuracy_90_mm",
         f"completion_{suffix}",
-        "hd95",
+        "hd95_mm",
         f"far_area_fraction_{suffix}",
     )
+
+
+def missing_surface_metrics(completion_mm: float = 2.0) -> dict[str, float]:
+    """The metrics of a case with no predicted surface: completion 0 (none of the GT is found), every distance and
+    the far-area fraction NaN (there is no predicted surface to measure from)."""
+    return {name: (0.0 if name.startswith("completion_") else math.nan)
+            for name in surface_metric_names(completion_mm)}
 
 
 def check_mesh(mesh: Mesh, what: str) -> None:
@@ -78,14 +90,14 @@ def compute_surface_metrics(pred: Mesh, gt: Mesh, *, n_samples: int = 100_000, c
                             seed: int = 0) -> dict[str, float]:
     """Surface metrics of ``pred`` against ``gt`` (both world LPS mm); keys from :func:`surface_metric_names`.
 
-    - ``chamfer_pred_to_gt`` (mm): mean distance from the predicted mesh's vertices (those used by a face)
+    - ``chamfer_pred_to_gt_mm``: mean distance from the predicted mesh's vertices (those used by a face)
       to the GT surface — the paper's "Chamfer", one-sided and weighted by vertex, not by area.
-    - ``chamfer_symmetric`` (mm): ½ (mean pred-sample → GT + mean GT-sample → pred distance).
-    - ``accuracy_90`` (mm): 90th percentile of the pred-sample → GT distances. Computed on area-uniform
+    - ``chamfer_symmetric_mm``: ½ (mean pred-sample → GT + mean GT-sample → pred distance).
+    - ``accuracy_90_mm``: 90th percentile of the pred-sample → GT distances. Computed on area-uniform
       samples rather than vertices so that a finely meshed region does not weigh more than its area.
-    - ``completion_<t>mm`` (fraction): GT samples within ``completion_mm`` (≤) of the prediction.
-    - ``hd95`` (mm): the larger of the two one-sided 95th percentiles (pred → GT, GT → pred).
-    - ``far_area_fraction_<t>mm`` (fraction): pred samples farther than ``completion_mm`` from GT, i.e. a
+    - ``completion_at_<t>mm`` (fraction): GT samples within ``completion_mm`` (≤) of the prediction.
+    - ``hd95_mm``: the larger of the two one-sided 95th percentiles (pred → GT, GT → pred).
+    - ``far_area_fraction_at_<t>mm`` (fraction): pred samples farther than ``completion_mm`` from GT, i.e. a
       Monte Carlo estimate of the predicted area lying that far (standard error ≤ 0.5 / √n_samples).
 
     Raises :class:`InputError` when a mesh has no faces or no area.

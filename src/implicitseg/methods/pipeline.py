@@ -413,12 +413,23 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
     return results
 
 
-def run_evaluate(pred: Path, gt: Path, out: Path, *, kind: str = "surface", gt_space: str = "LPS") -> str:
-    """Score predictions against ground truth; writes METRICS.csv + METRICS.summary.json; returns a printable table."""
+def run_evaluate(pred: Path, gt: Path, out: Path, *, kind: str = "surface", gt_space: str = "LPS",
+                 split: str | None = None, strict: bool = False) -> str:
+    """Score every ground-truth case (of ``split``); writes METRICS.csv + METRICS.summary.json; returns a printable
+    table. ``strict``: a missing or failed case is an InputError (after the files are written)."""
     from implicitseg.evaluation.tables import evaluate_folders, format_table
 
-    summary = evaluate_folders(Path(pred), Path(gt), Path(out), kind=kind, gt_space=gt_space)
+    summary = evaluate_folders(Path(pred), Path(gt), Path(out), kind=kind, gt_space=gt_space, split=split,
+                               strict=strict)
     return format_table(summary)
+
+
+def run_compare(metrics_a: Path, metrics_b: Path, *, out: Path | None = None, seed: int = 0) -> str:
+    """Paired comparison of two evaluations of the same cases; writes ``out`` (JSON) when given; returns a
+    printable table."""
+    from implicitseg.evaluation.compare import compare_evaluations, format_comparison
+
+    return format_comparison(compare_evaluations(Path(metrics_a), Path(metrics_b), out=out, seed=seed))
 
 
 def run_report(preds: list[Path], out: Path, *, gt: Path | None = None, runs: list[Path] | None = None,
