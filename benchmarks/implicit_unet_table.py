@@ -9,9 +9,11 @@ Runs synth (organ) → prepare once (``--preset``, both networks train from it) 
 process for ``--epochs`` → predict every held-out image on its own grid → ``evaluate --kind volume``, through
 the same pipeline functions as the CLI. Also: the Implicit U-Net once more with a dense pass (every voxel) to
 check the sparse inference against it, and ``train_step.py`` for both presets (step time and peak memory with
-the same batch). Prints per network: Dice per class (mean ± std over held-out cases), parameters, training
-epochs, step time, peak training memory, inference time per image, decoder points per image; and the ratios
-next to the paper's claims. Writes ``OUT/implicit_unet_table.json``.
+the same batch). Prints per network: Dice per class (mean ± sample std over held-out cases, and how many were
+scored), parameters, training epochs, step time, peak training memory, inference time per image, decoder points
+per image; the ratios next to the paper's claims; and the paired comparison implicit − U-Net over the same cases
+(``implicitseg compare``: mean difference, 95 % bootstrap interval, Wilcoxon p), on which a claim that the two
+Dice are "equal" or one "better" rests. Writes ``OUT/implicit_unet_table.json``.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from implicitseg.data.synthetic import write_synthetic_dataset
+    from implicitseg.evaluation.compare import compare_evaluations, format_comparison
     from implicitseg.io.dataset import list_images
     from implicitseg.methods import get_method, pipeline
     from implicitseg.models.implicit_unet import count_parameters
@@ -118,6 +121,7 @@ def main() -> None:
         model, _ = get_method("implicit-unet").load(out / f"run_{name}", "best", "cpu")
         rows[name] = {
             "preset": preset, "dice": _dice_columns(summary), "n_test": len(results),
+            "n_scored": summary["n_scored"], "n_cases": summary["n_cases"],
             "parameters": count_parameters(model), "epochs": training["epochs_completed"],
             "train_min": training["wall_s"] / 60, "train_peak_mb": training["peak_mb"],
             "inference_s_mean": statistics.mean(r["timings"]["network_s"] for r in results),
@@ -137,13 +141,15 @@ def main() -> None:
               "train_step_time": implicit["step_s"] / unet["step_s"],
               "train_step_memory": implicit["step_peak_mb"] / unet["step_peak_mb"],
               "inference_time": implicit["inference_s_mean"] / unet["inference_s_mean"]}
-    report = {"rows": rows, "ratios": ratios, "paper_ratios": PAPER, "sparse_vs_dense": checks,
+    paired = compare_evaluations(out / "metrics_unet", out / "metrics_implicit")  # B - A = implicit - U-Net
+    report = {"rows": rows, "ratios": ratios, "paper_ratios": PAPER, "sparse_vs_dense": checks, "paired": paired,
               "budget_epochs": args.epochs, "dataset": str(dataset), "step_batch": args.step_batch}
     (out / "implicit_unet_table.json").write_text(json.dumps(report, indent=1))
 
     classes = sorted(implicit["dice"])
     print(f"\n## Implicit U-Net vs the U-Net with the same encoder: same data, {args.epochs} epochs of training each, "
-          f"{implicit['n_test']} held-out images")
+          f"{implicit['n_test']} held-out images (scored: implicit {implicit['n_scored']} of {implicit['n_cases']}, "
+          f"U-Net {unet['n_scored']} of {unet['n_cases']}); Dice mean ± sample std")
     print(f"| network | preset | {' | '.join(classes)} | parameters | train min | step s (batch {args.step_batch}) | "
           f"step peak MB | inference s/image | decoder points/image (voxels) |")
     print("|" + "---|" * (len(classes) + 8))
@@ -161,6 +167,7 @@ def main() -> None:
           f"{statistics.mean(c['sparse_points'] / c['dense_points'] for c in checks):.1%} of a dense pass; time "
           f"{statistics.mean(c['sparse_s'] for c in checks):.2f} vs "
           f"{statistics.mean(c['dense_s'] for c in checks):.2f} s")
+    print("\nPaired, A = U-Net (same encoder), B = Implicit U-Net:\n" + format_comparison(paired))
 
 
 if __name__ == "__main__":

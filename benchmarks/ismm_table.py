@@ -8,13 +8,15 @@ Runs synth (organ; the shape is the organ with its lesion, label > 0) → prepar
   and by all four at once;
 - the prediction of a U-Net (``implicit-unet`` preset ``iunet-conv-demo``: the U-Net baseline on whole images,
   trained ``--unet-minutes``; 0 skips it);
-refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm, HD95, ASSD (mm;
-MONAI, on the image grid, label > 0), and Chamfer and EMD (``evaluation/shape.py``: 30k / 1k area-uniform points,
+refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm (sub-voxel
+boundary weighting), HD95, ASSD (mm; MONAI, on the image grid, label > 0), and Chamfer and EMD (``evaluation/shape.py``: 30k / 1k area-uniform points,
 normalised to the GT's unit sphere, and in mm) between surfaces — every surface (initial, refined is its own
 mesh, GT) taken as ISMM takes a labelmap's: the 1 mm Gaussian-smoothed isosurface; and, after refinement, the
 share of the voxels the initial segmentation missed that it regrew (``regrown``) and of those it wrongly had that it
 removed (``removed``).
-Prints mean ± std per initial segmentation and writes ``OUT/ismm_table.json``. Resumable: every finished step
+Prints mean ± sample std per initial segmentation, and per metric the paired after − before difference over the
+same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
+rests; writes ``OUT/ismm_table.json``. Resumable: every finished step
 (dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/``) is kept and
 reused when the command is run again with the same ``--out``.
 """
@@ -32,7 +34,7 @@ import numpy as np
 
 from paper_table import train_in_subprocess
 
-VOLUME = ("dice", "nsd", "hd95_mm", "assd_mm")
+VOLUME = ("dice", "nsd_at_1mm", "hd95_mm", "assd_mm")
 SHAPE = ("chamfer_normalised", "emd_normalised", "chamfer_mm", "emd_mm")
 REPAIRS = ("regrown", "removed")
 CORRUPTIONS = {"holes": ("holes",), "blobs": ("blobs",), "missing_part": ("missing_part",),
@@ -63,6 +65,15 @@ def repairs(initial, refined, truth) -> dict[str, float]:
     missed, extra = truth_mask & ~initial_mask, initial_mask & ~truth_mask
     return {"regrown": float((missed & refined_mask).sum() / missed.sum()) if missed.any() else math.nan,
             "removed": float((extra & ~refined_mask).sum() / extra.sum()) if extra.any() else math.nan}
+
+
+def paired(chosen: list[dict], metric: str) -> dict:
+    """The paired after − before comparison of ``metric`` over the rows of one initial segmentation."""
+    from implicitseg.evaluation.compare import compare_rows
+
+    before = {r["case"]: {metric: r["before"].get(metric, math.nan)} for r in chosen}
+    after = {r["case"]: {metric: r["after"].get(metric, math.nan)} for r in chosen}
+    return compare_rows(before, after)["metrics"][metric]
 
 
 def summarise(values: list[float]) -> str:
@@ -163,7 +174,8 @@ def main() -> None:
         rows += source_rows
 
     table = {}
-    print(f"{'initial':14s} {'metric':20s} {'before':>18s} {'after':>18s}")
+    print(f"{'initial':14s} {'metric':20s} {'before':>18s} {'after':>18s} {'after - before [95 % CI]':>30s} "
+          f"{'Wilcoxon p':>10s}")
     for name in initial_dirs:
         chosen = [r for r in rows if r["initial"] == name]
         table[name] = {}
@@ -171,7 +183,14 @@ def main() -> None:
             before = summarise([r["before"].get(metric, math.nan) for r in chosen])
             after = summarise([r["after"][metric] for r in chosen])
             table[name][metric] = {"before": before, "after": after}
-            print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")
+            if metric in REPAIRS:
+                print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")
+                continue
+            change = paired(chosen, metric)
+            table[name][metric]["paired"] = change
+            interval = (f"{change['mean_difference']:+.3f} [{change['ci95'][0]:+.3f}, {change['ci95'][1]:+.3f}]"
+                        if change["n"] else "n/a")
+            print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s} {interval:>30s} {change['wilcoxon_p']:>10.3g}")
     print(json.dumps(timings, indent=1))
     write_json(out / "ismm_table.json", {"table": table, "rows": rows, "timings": timings,
                                          "args": {k: str(v) for k, v in vars(args).items()}})

@@ -11,7 +11,8 @@ steps) → for each held-out subject: fit its code to the whole stack (timed) an
 - Dice on a long-axis plane through the LV (1 mm pixels, end-diastole), a plane the short-axis stack never
   acquired, against the phantom;
 and the overfitting curve (mean foreground Dice on the input grid vs fitting step) as a PNG.
-Prints the table and writes ``OUT/nisf_table.json`` and ``OUT/fitting_curve.png``.
+Prints the table (Dice mean ± sample std over the subjects) and writes ``OUT/nisf_table.json`` and
+``OUT/fitting_curve.png``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def main() -> None:
                      "gaps": gap_dice, "held_out_slices": held_dice, "long_axis_plane": plane_dice})
 
     def summary(key):
-        return {name: (statistics.mean(r[key][name] for r in rows), statistics.pstdev(r[key][name] for r in rows))
+        # sample standard deviation (ddof = 1), as everywhere in implicitseg (evaluation/stats.py)
+        return {name: (statistics.mean(r[key][name] for r in rows), statistics.stdev(r[key][name] for r in rows))
                 for name in CLASSES.values()}
 
     report = {"rows": rows, "summary": {key: summary(key) for key in ("grid", "gaps", "held_out_slices",

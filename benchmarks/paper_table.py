@@ -5,14 +5,16 @@ synthetic LAA set, both predicting held-out images through the same ROI detector
 
 Runs synth → prepare (nudf, unet, roi) → train (each in its own process, for its wall-time budget, so its peak
 memory is its own) → predict the test images with ``--roi-run`` (no label, no hint) → evaluate, through the
-same pipeline functions as the CLI. Prints, per method: chamfer_pred_to_gt (the paper's "Chamfer"),
-chamfer_symmetric, accuracy_90, completion_2mm, HD95 (mm, mean over test cases), training time and epochs,
-training peak memory, prediction time per image; the ROI detector's centre error (mm) against each test
-label's centre of mass; and the NUDF / U-Net ratios next to the paper's. Writes ``OUT/paper_table.json``.
+same pipeline functions as the CLI. Prints, per method: chamfer_pred_to_gt_mm (the paper's "Chamfer"),
+chamfer_symmetric_mm, accuracy_90_mm, completion_at_2mm, hd95_mm (mean over the test cases, with how many were
+scored), training time and epochs, training peak memory, prediction time per image; the ROI detector's centre
+error (mm) against each test label's centre of mass; the NUDF / U-Net ratios next to the paper's; and the paired
+comparison NUDF − U-Net over the same test cases (``implicitseg compare``: mean difference, 95 % bootstrap
+interval, Wilcoxon p), on which a claim of "lower" rests. Writes ``OUT/paper_table.json``.
 
 The U-Net's surface is the isosurface of a CLOSED labelmap (the appendage lumen closed at the ostium), while
 the ground truth is the OPEN appendage wall: the cap over the ostium counts as error in its predicted→GT
-distances. completion_2mm (GT→prediction) is unaffected by that cap; the paper reports the same caveat.
+distances. completion_at_2mm (GT→prediction) is unaffected by that cap; the paper reports the same caveat.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 PAPER = {"chamfer_ratio": 0.425 / 0.877, "completion_nudf": 0.9816, "completion_unet": 0.9471}
 """The NUDF paper's LAA table (20 test CTs, input 64³): NUDF 0.425 mm vs U-Net 0.877 mm; completion 98.16 % vs 94.71 %."""
 
-METRICS = ("chamfer_pred_to_gt", "chamfer_symmetric", "accuracy_90", "completion_2mm", "hd95")
+METRICS = ("chamfer_pred_to_gt_mm", "chamfer_symmetric_mm", "accuracy_90_mm", "completion_at_2mm", "hd95_mm")
 
 
 def _hms(minutes: float) -> str:
@@ -93,6 +95,7 @@ def main() -> None:
 
     import numpy as np
 
+    from implicitseg.evaluation.compare import compare_evaluations, format_comparison
     from implicitseg.inference.roi import label_center_world_mm, label_for_image
     from implicitseg.methods import pipeline
 
@@ -126,7 +129,7 @@ def main() -> None:
             "preset": presets[method],
             "metrics_mean": {m: summary["metrics"][m]["mean"] for m in METRICS},
             "metrics_median": {m: summary["metrics"][m]["median"] for m in METRICS},
-            "n_test": len(results),
+            "n_test": len(results), "n_scored": summary["n_scored"], "n_cases": summary["n_cases"],
             "train_min": training[method]["wall_s"] / 60, "epochs": training[method]["epochs_completed"],
             "train_peak_mb": training[method]["peak_mb"], "memory_method": training[method]["memory_method"],
             "predict_s_median": statistics.median(r["timings"]["total_s"] for r in results),
@@ -134,14 +137,18 @@ def main() -> None:
         }
 
     nudf, unet = rows["nudf"]["metrics_mean"], rows["unet"]["metrics_mean"]
+    paired = compare_evaluations(out / "metrics_unet", out / "metrics_nudf")  # B - A = NUDF - U-Net, per case
+    chamfer = paired["metrics"]["chamfer_pred_to_gt_mm"]
     comparison = {
-        "chamfer_ratio_nudf_over_unet": nudf["chamfer_pred_to_gt"] / unet["chamfer_pred_to_gt"],
+        "chamfer_ratio_nudf_over_unet": nudf["chamfer_pred_to_gt_mm"] / unet["chamfer_pred_to_gt_mm"],
         "chamfer_ratio_paper": PAPER["chamfer_ratio"],
-        "completion_nudf": nudf["completion_2mm"], "completion_unet": unet["completion_2mm"],
+        "completion_nudf": nudf["completion_at_2mm"], "completion_unet": unet["completion_at_2mm"],
         "completion_paper": [PAPER["completion_nudf"], PAPER["completion_unet"]],
-        "chamfer_lower_for_nudf": bool(nudf["chamfer_pred_to_gt"] < unet["chamfer_pred_to_gt"]),
-        "completion_order": ("nudf higher" if nudf["completion_2mm"] > unet["completion_2mm"] else
-                             "tie" if nudf["completion_2mm"] == unet["completion_2mm"] else "unet higher"),
+        "chamfer_lower_for_nudf": bool(chamfer["ci95"][1] < 0),  # the whole 95 % interval of NUDF - U-Net below 0
+        "chamfer_paired": chamfer,
+        "completion_order": ("nudf higher" if nudf["completion_at_2mm"] > unet["completion_at_2mm"] else
+                             "tie" if nudf["completion_at_2mm"] == unet["completion_at_2mm"] else "unet higher"),
+        "paired_nudf_minus_unet": paired,
     }
     detector = {"preset": presets["roi"], "train_min": training["roi"]["wall_s"] / 60,
                 "epochs": training["roi"]["epochs_completed"],
@@ -151,19 +158,21 @@ def main() -> None:
     (out / "paper_table.json").write_text(json.dumps(report, indent=1))
 
     print(f"\n## NUDF vs U-Net, same data, same {args.minutes:g}-minute training budget, ROI by the detector")
-    print(f"| method | preset | {' | '.join(METRICS)} | train min (epochs) | train peak MB | predict s/image |")
-    print("|" + "---|" * (len(METRICS) + 5))
+    print(f"| method | preset | scored | {' | '.join(METRICS)} | train min (epochs) | train peak MB | predict s/image |")
+    print("|" + "---|" * (len(METRICS) + 6))
     for method, row in rows.items():
         values = " | ".join(f"{row['metrics_mean'][m]:.3f}" for m in METRICS)
-        print(f"| {method} | {row['preset']} | {values} | {row['train_min']:.1f} ({row['epochs']}) | "
-              f"{row['train_peak_mb']:.0f} | {row['predict_s_median']:.1f} |")
+        print(f"| {method} | {row['preset']} | {row['n_scored']} of {row['n_cases']} | {values} | "
+              f"{row['train_min']:.1f} ({row['epochs']}) | {row['train_peak_mb']:.0f} | {row['predict_s_median']:.1f} |")
     errors = detector["center_error_mm"]
     print(f"\nROI detector ({detector['preset']}, {detector['train_min']:.1f} min, {detector['epochs']} epochs): centre "
           f"error mean {np.mean(errors):.1f} mm, max {np.max(errors):.1f} mm over {len(errors)} test images")
     print(f"Chamfer (pred→GT) NUDF / U-Net: {comparison['chamfer_ratio_nudf_over_unet']:.2f} "
-          f"(paper {comparison['chamfer_ratio_paper']:.2f}); completion_2mm NUDF {nudf['completion_2mm']:.3f} vs "
-          f"U-Net {unet['completion_2mm']:.3f} (paper 0.982 vs 0.947); NUDF's Chamfer lower (as in the paper): "
-          f"{comparison['chamfer_lower_for_nudf']}; completion: {comparison['completion_order']} (paper: nudf higher)")
+          f"(paper {comparison['chamfer_ratio_paper']:.2f}); completion_at_2mm NUDF {nudf['completion_at_2mm']:.3f} vs "
+          f"U-Net {unet['completion_at_2mm']:.3f} (paper 0.982 vs 0.947); NUDF's Chamfer lower (as in the paper; "
+          f"paired 95 % interval of NUDF - U-Net below 0): {comparison['chamfer_lower_for_nudf']}; completion: "
+          f"{comparison['completion_order']} (paper: nudf higher)")
+    print("\nPaired, A = U-Net, B = NUDF:\n" + format_comparison(paired))
 
 
 if __name__ == "__main__":
