@@ -39,7 +39,10 @@ def test_projection_lands_on_the_surface_and_runs_the_encoder_once():
 def test_points_outside_the_cube_are_dropped():
     model = SphereUdf([0.9, 0.0, 0.0], 0.3)  # part of the sphere leaves the cube
     points, _ = dense_point_cloud(model, torch.zeros(1, 1, 4, 4, 4), PointCloudConfig(n_seeds=10_000, n_dense=10_000))
-    assert len(points) > 0 and np.abs(points).max() <= 1.0
+    assert len(points) > 1_000 and np.abs(points).max() <= 1.0
+    radii = np.linalg.norm(points - np.array([0.9, 0.0, 0.0]), axis=1)
+    assert np.abs(radii - 0.3).max() < 1e-3  # on the sphere: the part inside the cube, nothing else
+    assert points[:, 0].min() < 0.65 and points[:, 0].max() > 0.95  # both sides of the cut at x = 1 are reached
 
 
 def test_field_far_from_zero_gives_no_points():

@@ -18,9 +18,34 @@ def test_mesh_round_trip_in_each_format_and_space(tmp_path, suffix, space):
     path = tmp_path / f"mesh{suffix}"
     write_mesh(path, mesh, space=space)
     back = read_mesh(path, space=space)
-    # STL stores unindexed triangles: compare the triangle sets
-    assert np.allclose(np.sort(back.vertices_world_mm[back.faces].reshape(-1, 9), axis=0),
-                       np.sort(mesh.vertices_world_mm[mesh.faces].reshape(-1, 9), axis=0), atol=1e-5)
+    # STL stores unindexed triangles: compare the sets of oriented triangles
+    assert np.allclose(_triangles(back), _triangles(mesh), atol=1e-5)
+
+
+def _triangles(mesh: Mesh) -> np.ndarray:
+    """(F, 9) corner coordinates of each face, each face rotated to start at its lexicographically smallest
+    corner (orientation kept), faces in lexicographic order: equal for two meshes with the same oriented faces,
+    whatever their vertex and face order."""
+    corners = np.round(mesh.vertices_world_mm[mesh.faces], 4)  # (F, 3, 3)
+    first = np.array([min(range(3), key=lambda k: tuple(face[k])) for face in corners])
+    rotated = np.stack([np.roll(face, -k, axis=0) for face, k in zip(corners, first)]).reshape(-1, 9)
+    return rotated[np.lexsort(rotated.T[::-1])]
+
+
+def test_triangle_comparison_tells_faces_apart():
+    mesh = _tetrahedron()
+    shuffled = Mesh(mesh.vertices_world_mm[::-1], (3 - mesh.faces)[::-1][:, [1, 2, 0]])  # same faces, renumbered
+    assert np.allclose(_triangles(shuffled), _triangles(mesh))
+    flipped = Mesh(mesh.vertices_world_mm, mesh.faces[:, ::-1])  # every face reversed: same corners, other faces
+    assert not np.allclose(_triangles(flipped), _triangles(mesh))
+    # the second corners of two faces swapped: other triangles, yet each coordinate column holds the same values,
+    # so sorting the columns one by one (the comparison this replaces) could not tell
+    swapped = mesh.faces.copy()
+    swapped[[0, 1], 1] = swapped[[1, 0], 1]
+    mixed = Mesh(mesh.vertices_world_mm, swapped)
+    columns = (np.sort(m.vertices_world_mm[m.faces].reshape(-1, 9), axis=0) for m in (mixed, mesh))
+    assert np.allclose(*columns)
+    assert not np.allclose(_triangles(mixed), _triangles(mesh))
 
 
 def test_ras_file_holds_flipped_coordinates_and_vtk_header_names_the_space(tmp_path):
