@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from helpers import AFFINE_CASES, posed_ellipsoid_labelmap, rotation_matrix
 from implicitseg.cli import app
 from implicitseg.config import IsmmModelConfig, IsmmTrainConfig, ShapesConfig, TimConfig, config_from_dict
+from implicitseg.data.corruption import add_blobs, punch_holes
 from implicitseg.data.ismm import labelmap_surface
 from implicitseg.errors import InputError
 from implicitseg.evaluation.surface import point_to_mesh_distance_mm
@@ -74,11 +75,16 @@ def test_training_exports_the_template_where_the_anchor_lies(trained):
     assert np.median(point_to_mesh_distance_mm(template.vertices_world_mm, anchor_surface)) < 2.5
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2.0 * (a & b).sum() / (a.sum() + b.sum()))
+
+
 def test_refine_command_repairs_a_labelmap_on_the_image_grid(trained):
     root, dataset, truth, _, _ = trained
-    damaged = truth.array.copy()
-    damaged[: damaged.shape[0] // 2 - 6] = 0  # a missed part
-    write_image(root / "initial" / "organ_t.nii.gz", Volume(damaged, truth.affine_lps))
+    rng = np.random.default_rng(4)
+    holed, _ = punch_holes(truth, rng, n_holes=4, radius_fraction=0.35)  # what the prior repairs (BENCHMARKS.md)
+    damaged, _ = add_blobs(holed, rng, n_blobs=2, radius_fraction=0.2)
+    write_image(root / "initial" / "organ_t.nii.gz", damaged)
     result = CliRunner().invoke(app, ["refine", str(root / "run"), str(dataset / "imagesTs"), "--initial",
                                       str(root / "initial"), "--out", str(root / "refined")])
     assert result.exit_code == 0, result.output
@@ -89,18 +95,29 @@ def test_refine_command_repairs_a_labelmap_on_the_image_grid(trained):
     assert record["counts"]["n_fitting_points"] > 100 and "picct" in record["counts"]
     mesh = read_mesh(case_dir / "mesh.vtk")
     truth_surface = labelmap_surface(truth, 0, "truth")
-    assert np.median(point_to_mesh_distance_mm(mesh.vertices_world_mm, truth_surface)) < 2.5
+    assert np.median(point_to_mesh_distance_mm(mesh.vertices_world_mm, truth_surface)) < 1.0  # measured 0.26 mm
     assert (case_dir / "points.ply").is_file()
-    a, b = refined.array > 0, truth.array > 0
-    assert 2.0 * (a & b).sum() / (a.sum() + b.sum()) > 0.8
+    before, after = _dice(damaged.array > 0, truth.array > 0), _dice(refined.array > 0, truth.array > 0)
+    assert after > before + 0.03  # measured 0.904 → 0.961; an identity refinement scores `before`
 
 
 def test_predict_takes_a_mesh_as_the_initial_segmentation(trained, tmp_path):
     root, dataset, truth, _, _ = trained
-    write_mesh(tmp_path / "organ_t.vtk", labelmap_surface(truth, 0, "truth"))
+    with_blobs, _ = add_blobs(truth, np.random.default_rng(5), n_blobs=2, radius_fraction=0.2)
+    initial = labelmap_surface(with_blobs, 0, "initial")  # the organ and two spurious balls beside it, world mm
+    write_mesh(tmp_path / "organ_t.vtk", initial)
     records = run_predict(root / "run", [dataset / "imagesTs" / "organ_t.nii.gz"], tmp_path / "out",
                           initial=tmp_path / "organ_t.vtk", show_progress=False)
-    assert records[0]["mesh"] and read_labelmap(records[0]["labelmap"]).array.any()
+    # the refined surface lands on the truth in world LPS mm without the blobs, and its labelmap on the image's grid
+    truth_surface = labelmap_surface(truth, 0, "truth")
+    mesh = read_mesh(records[0]["mesh"])
+    distances = point_to_mesh_distance_mm(mesh.vertices_world_mm, truth_surface)
+    back = point_to_mesh_distance_mm(truth_surface.vertices_world_mm, mesh)
+    refined = read_labelmap(records[0]["labelmap"])
+    # measured: median 0.34 mm, 95th percentiles 1.0 / 1.0 mm, Dice 0.95 (the initial mesh's 95th percentile is 14 mm:
+    # its blobs); a mesh read in the wrong space, or mapped back through the wrong similarity, lands tens of mm away
+    assert np.median(distances) < 1.0 and np.percentile(distances, 95) < 2.0 and np.percentile(back, 95) < 2.0
+    assert _dice(refined.array > 0, truth.array > 0) > 0.9
 
 
 def test_refinement_errors_name_the_problem(trained, tmp_path):
