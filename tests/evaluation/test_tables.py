@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,16 @@ def test_prediction_written_in_ras_is_read_back_by_its_prediction_json(tmp_path)
     write_mesh(gt / "c1.obj", square(0.0))
     summary = evaluate_folders(pred, gt, tmp_path / "m", n_samples=N_SAMPLES)
     assert summary["metrics"]["chamfer_pred_to_gt_mm"]["mean"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_evaluate_command_prints_the_counts_and_strict_exits_2_with_one_line(pred_dir, gt_dataset, tmp_path):
+    def evaluate(*extra):
+        return subprocess.run([sys.executable, "-m", "implicitseg.cli", "evaluate", str(pred_dir), str(gt_dataset),
+                               "--out", str(tmp_path / "metrics"), *extra], capture_output=True, text=True, timeout=300)
+
+    shown = evaluate()
+    assert shown.returncode == 0, shown.stderr
+    assert "surface metrics over 3 case(s): 2 scored, 1 missing" in shown.stdout and "case_c: missing" in shown.stdout
+    strict = evaluate("--strict")
+    lines = [line for line in strict.stderr.splitlines() if line.strip()]
+    assert strict.returncode == 2 and len(lines) == 1 and "case_c" in lines[0] and "Traceback" not in strict.stderr
