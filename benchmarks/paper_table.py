@@ -158,12 +158,14 @@ def main() -> None:
     (out / "paper_table.json").write_text(json.dumps(report, indent=1))
 
     print(f"\n## NUDF vs U-Net, same data, same {args.minutes:g}-minute training budget, ROI by the detector")
-    print(f"| method | preset | scored | {' | '.join(METRICS)} | train min (epochs) | train peak MB | predict s/image |")
+    print(f"| method | preset | scored | {' | '.join(METRICS)} | train min (epochs) | train peak MB | "
+          f"predict s/image |")
     print("|" + "---|" * (len(METRICS) + 6))
     for method, row in rows.items():
         values = " | ".join(f"{row['metrics_mean'][m]:.3f}" for m in METRICS)
         print(f"| {method} | {row['preset']} | {row['n_scored']} of {row['n_cases']} | {values} | "
-              f"{row['train_min']:.1f} ({row['epochs']}) | {row['train_peak_mb']:.0f} | {row['predict_s_median']:.1f} |")
+              f"{row['train_min']:.1f} ({row['epochs']}) | {row['train_peak_mb']:.0f} | "
+              f"{row['predict_s_median']:.1f} |")
     errors = detector["center_error_mm"]
     print(f"\nROI detector ({detector['preset']}, {detector['train_min']:.1f} min, {detector['epochs']} epochs): centre "
           f"error mean {np.mean(errors):.1f} mm, max {np.max(errors):.1f} mm over {len(errors)} test images")

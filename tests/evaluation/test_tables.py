@@ -67,7 +67,8 @@ def test_every_ground_truth_case_is_a_row_and_a_missing_one_scores_as_a_failure(
             assert float(row[name]) == pytest.approx(gap_mm, abs=1e-9)
         assert float(row["completion_at_2mm"]) == 1.0 and float(row["far_area_fraction_at_2mm"]) == 0.0
     assert float(rows[2]["completion_at_2mm"]) == 0.0  # nothing of case_c's surface was found
-    assert all(np.isnan(float(rows[2][name])) for name in ("chamfer_symmetric_mm", "hd95_mm", "far_area_fraction_at_2mm"))
+    assert all(np.isnan(float(rows[2][name]))
+               for name in ("chamfer_symmetric_mm", "hd95_mm", "far_area_fraction_at_2mm"))
     assert summary == json.loads(summary_path.read_text())
     assert (summary["n_cases"], summary["n_scored"], summary["n_missing"], summary["n_empty"], summary["n_failed"]) == \
         (3, 2, 1, 0, 0)

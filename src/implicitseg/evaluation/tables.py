@@ -476,8 +476,8 @@ def counts_text(summary: dict) -> str:
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    return lines + ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-                    for line in body]
+    return lines + ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                              for i, (cell, w) in enumerate(zip(line, widths))) for line in body]
 
 
 def format_table(summary_or_rows: dict | list[dict]) -> str:
