@@ -11,9 +11,9 @@ Runs synth (organ; the shape is the organ with its lesion, label > 0) → prepar
 refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm (sub-voxel
 boundary weighting), HD95, ASSD (mm; MONAI, on the image grid, label > 0), and Chamfer and EMD
 (``evaluation/shape.py``: 30k / 1k area-uniform points, normalised to the GT's unit sphere, and in mm) between
-surfaces — every surface (initial, refined is its own mesh, GT) taken as ISMM takes a labelmap's: the 1 mm Gaussian-smoothed isosurface; and, after refinement, the
-share of the voxels the initial segmentation missed that it regrew (``regrown``) and of those it wrongly had that it
-removed (``removed``).
+surfaces — every surface (initial, refined is its own mesh, GT) taken as ISMM takes a labelmap's: the 1 mm
+Gaussian-smoothed isosurface; and, after refinement, the share of the voxels the initial segmentation missed that it
+regrew (``regrown``) and of those it wrongly had that it removed (``removed``).
 Prints mean ± sample std per initial segmentation, and per metric the paired after − before difference over the
 same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
 rests; writes ``OUT/ismm_table.json``. Resumable: every finished step
