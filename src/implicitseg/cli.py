@@ -36,6 +36,11 @@ class Space(str, Enum):
     RAS = "RAS"
 
 
+class Mesher(str, Enum):
+    udf_mc = "udf-mc"
+    poisson = "poisson"
+
+
 class Split(str, Enum):
     test = "test"
     training = "training"
@@ -75,13 +80,44 @@ def prepare(
     roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64, unet64, roi64).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
+    resample_labels: Annotated[bool, typer.Option("--resample-labels", help="Resample a labelmap that is not on its image's grid onto it (nearest neighbour, world space; recorded in the manifest) instead of stopping.")] = False,
 ) -> None:
-    """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json."""
+    """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json. Each case's
+    files are checked as `implicitseg check` does; the first problem stops it before anything is written for that
+    case."""
     from implicitseg.methods import pipeline
 
-    manifest = pipeline.run_prepare(dataset, out, method=method, preset=preset, res=res, roi_mm=roi_mm, workers=workers)
+    manifest = pipeline.run_prepare(dataset, out, method=method, preset=preset, res=res, roi_mm=roi_mm, workers=workers,
+                                    resample_labels=resample_labels)
     typer.echo(f"prepared {len(manifest['cases'])} cases ({len(manifest['splits']['train'])} train, "
                f"{len(manifest['splits']['val'])} val) into {out}")
+    resampled = manifest["label_resampling"]["cases"]
+    if resampled:
+        typer.echo(f"resampled {len(resampled)} labelmap(s) onto their image's grid: {', '.join(resampled)}")
+
+
+@app.command()
+def check(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
+    method: Annotated[Optional[str], typer.Option(help="Also check what this method's prepare needs (unet, roi, implicit-unet and nisf: a labelmap per case).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results (every check, case and problem) to this JSON file.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
+) -> None:
+    """Read every case once and print one table: files readable (not truncated or damaged), labelmaps on their
+    image's grid with declared values and not empty, meshes with faces and inside the image (LPS/RAS hint), finite
+    intensities, test images readable, case ids unique; spacing, size and intensity ranges. Exit 0 when all hold,
+    2 with one line per problem otherwise."""
+    from rich.console import Console
+
+    from implicitseg.methods import pipeline
+
+    report = pipeline.run_check(dataset, method=method, json_out=json_out, workers=workers)
+    Console().print(pipeline.check_table(report))
+    if not report.ok:
+        for problem in report.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(f"all checks hold for {len(report.cases)} case(s) and {len(report.tests)} test image(s)")
 
 
 @app.command()
@@ -122,6 +158,8 @@ def predict(
     mesh_space: Annotated[Space, typer.Option(help="Coordinate convention of written meshes and points.")] = Space.LPS,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
+    mesher: Annotated[Optional[Mesher], typer.Option(help="nudf: udf-mc = the surface straight from the field's narrow band (default); poisson = the paper's dense point cloud + screened Poisson.")] = None,
+    band_mm: Annotated[Optional[float], typer.Option(help="nudf, udf-mc: the narrow band's finest cell, mm (default 0.5).")] = None,
 ) -> None:
     """Predict a mesh per image (plus the dense point cloud, or a labelmap), in the image's physical space. ROI
     methods (nudf, unet) need exactly one of --roi-center, --roi-label, --roi-run; whole-image methods
@@ -131,7 +169,8 @@ def predict(
     results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
                                    spacing=spacing, plane=plane, frames=frame, fit_weights=fit_weights,
                                    initial=initial, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
-                                   checkpoint=checkpoint, device=device)
+                                   checkpoint=checkpoint, device=device,
+                                   mesher=None if mesher is None else mesher.value, band_mm=band_mm)
     _echo_predictions(results)
 
 

@@ -114,8 +114,42 @@ class TrainConfig(OptimisationConfig):
 
 
 @dataclass
+class BandConfig:
+    """Narrow-band evaluation of a distance field over the ROI (NUDF spec, "Fast extraction"); lengths in mm.
+
+    A coarse grid of at least ``coarse_cells`` cells per side covers the ROI; a cell is kept when its smallest corner
+    distance is below ``max_face_distance_mm + margin · half-diagonal`` (what an exact distance field allows, with a
+    margin for the learned field's error), kept cells are split into 8, down to cells of at most ``cell_mm``.
+    ``batch_points`` decoder queries at a time."""
+
+    cell_mm: float = 0.5
+    coarse_cells: int = 32
+    margin: float = 1.5
+    max_face_distance_mm: float = 0.5
+    """The surface: faces of the extracted mesh whose vertices or edge midpoints lie farther than this are removed."""
+    batch_points: int = 32_768
+
+
+@dataclass
+class ComponentConfig:
+    """Which connected surfaces a mesh keeps. ``supported``: every component whose supported area (faces whose
+    vertices' mean field distance is ≤ ``max_mean_distance_mm``) is at least ``min_area_mm2`` and at least
+    ``min_area_fraction`` of the best-supported component's; ``largest``: the component with the most faces (the
+    paper's); ``all``: every component."""
+
+    rule: str = "supported"
+    min_area_mm2: float = 0.0
+    min_area_fraction: float = 0.1
+    max_mean_distance_mm: float = 0.5
+
+
+@dataclass
 class PointCloudConfig:
-    """Dense point cloud by projection along the UDF gradient (NUDF spec, in unit lengths)."""
+    """Dense point cloud by projection along the UDF gradient (NUDF spec, in unit lengths).
+
+    ``seeding``: ``uniform`` is the paper's (``n_seeds`` uniform seeds, ``steps`` steps, resampled to ``n_dense`` with
+    noise, ``steps`` more); ``band`` draws the ``n_dense`` seeds uniformly in the field's narrow band (cells of
+    ``band_cell_mm``, see :class:`BandConfig`) and projects them ``band_steps`` steps."""
 
     n_seeds: int = 100_000
     n_dense: int = 1_000_000
@@ -124,12 +158,21 @@ class PointCloudConfig:
     filter_unit: float = 0.1
     noise_unit: float = 0.1 / 3
     keep_unit: float = 0.05
+    seeding: str = "uniform"
+    band_cell_mm: float = 1.0
+    band_steps: int = 2
 
 
 @dataclass
 class MeshingConfig:
-    """Point cloud → mesh (NUDF spec, "Meshing"); lengths in mm."""
+    """Distance field → mesh; lengths in mm. ``method``: ``udf-mc`` extracts the surface directly from the field's
+    narrow band (``band``; NUDF spec, "Fast extraction"); ``poisson`` is the paper's recipe: the dense point cloud
+    (``point_cloud``) → screened Poisson → trimming (NUDF spec, "Meshing"; the values below). Either keeps the
+    surfaces that ``components`` selects."""
 
+    method: str = "udf-mc"
+    band: BandConfig = field(default_factory=BandConfig)
+    components: ComponentConfig = field(default_factory=ComponentConfig)
     n_subsample: int = 10_000
     normal_neighbours: int = 10
     poisson_depth: int = 8

@@ -7,14 +7,8 @@ import pytest
 
 from implicitseg.config import MeshingConfig
 from implicitseg.errors import InputError
-from implicitseg.meshing.poisson import (
-    boundary_edges,
-    largest_component,
-    max_hole_edges,
-    mesh_from_point_cloud,
-    orient_normals,
-    supported_component,
-)
+from implicitseg.meshing.components import boundary_edges
+from implicitseg.meshing.poisson import max_hole_edges, mesh_from_point_cloud, orient_normals
 
 CENTRE_WORLD_MM = np.array([120.0, -80.0, 250.0])  # far from the origin, as world coordinates are
 RADIUS_MM = 10.0
@@ -115,25 +109,6 @@ def test_max_hole_edges_converts_diameter_to_perimeter_in_edges():
     mean_edge_mm = (2 + np.sqrt(2)) / 3
     assert max_hole_edges(vertices, np.array([[0, 1, 2]]), 3.5) == int(np.ceil(np.pi * 3.5 / mean_edge_mm))
     assert max_hole_edges(vertices, np.array([[0, 1, 2]]), 0.0) == 0
-
-
-def test_largest_component_keeps_the_one_with_most_faces():
-    vertices = np.arange(21, dtype=float).reshape(7, 3)
-    faces = np.array([[0, 1, 2], [4, 5, 6], [4, 6, 3]])
-    kept_vertices, kept_faces = largest_component(vertices, faces)
-    assert len(kept_faces) == 2
-    np.testing.assert_array_equal(np.sort(kept_vertices[np.unique(kept_faces)], axis=0), vertices[3:])
-
-
-def test_supported_component_keeps_the_one_the_points_lie_on_even_if_smaller():
-    vertices = np.arange(21, dtype=float).reshape(7, 3)
-    faces = np.array([[0, 1, 2], [4, 5, 6], [4, 6, 3]])
-    support = vertices[[0, 2]] + 0.1
-    kept_vertices, kept_faces = supported_component(vertices, faces, support)
-    assert len(kept_faces) == 1
-    np.testing.assert_array_equal(kept_vertices, vertices[:3])
-    # no support points: the largest
-    assert len(supported_component(vertices, faces, np.zeros((0, 3)))[1]) == 2
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,8 @@ class ImageLevelSetModel(torch.nn.Module):
 
 @pytest.mark.parametrize("name", ["oblique", "flipped_oblique", "anisotropic"])
 @pytest.mark.parametrize("mesh_space", ["LPS", "RAS"])
-def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch, name, mesh_space):
+@pytest.mark.parametrize("mesher", ["udf-mc", "poisson"])
+def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch, name, mesh_space, mesher):
     affine = AFFINE_CASES[name]
     shape = (70, 64, 48)
     center_world = index_to_world(np.array([[35.0, 32.0, 24.0]]), affine)[0]
@@ -56,11 +57,15 @@ def test_predicted_mesh_lies_on_the_object_in_world_space(tmp_path, monkeypatch,
     monkeypatch.setattr(methods, "_table", lambda: {"nudf": fake_nudf})
 
     results = run_predict(tmp_path / "run", [tmp_path / "case_7.nii.gz"], tmp_path / "out", show_progress=False,
-                          roi_center=",".join(str(c) for c in center_world), mesh_space=mesh_space, mesh_format="ply")
+                          roi_center=",".join(str(c) for c in center_world), mesh_space=mesh_space, mesh_format="ply",
+                          mesher=mesher)
     case_dir = tmp_path / "out" / "case_7"
     record = json.loads((case_dir / "prediction.json").read_text())
     assert results[0]["case"] == "case_7" and record["mesh_space"] == mesh_space
-    assert set(record["timings"]) >= {"encoder_s", "point_cloud_s", "meshing_s", "total_s"}
+    assert record["meshing"]["method"] == mesher and record["meshing"]["components"]["n_kept"] == 1
+    stage = "band_s" if mesher == "udf-mc" else "point_cloud_s"
+    assert set(record["timings"]) >= {"encoder_s", stage, "meshing_s", "total_s"}
+    assert record["counts"]["n_forward_points"] > 0 and record["counts"]["n_gradient_points"] > 0
 
     mesh = read_mesh(case_dir / "mesh.ply", space=mesh_space)
     radial_error_mm = np.abs(np.linalg.norm(mesh.vertices_world_mm - sphere_center, axis=1) - radius_mm)

@@ -27,6 +27,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from implicitseg.config import IsmmConfig, ShapesConfig
+from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import split_cases_of
 from implicitseg.data.prepare import ProgressCallback, prepare_dataset
 from implicitseg.errors import InputError
@@ -37,8 +38,9 @@ from implicitseg.io.atomic import write_json, write_npz
 from implicitseg.io.dataset import Case, load_dataset
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, Mesh, read_mesh
+from implicitseg.io.pairs import check_label_values
 from implicitseg.meshing.isosurface import probability_to_mesh
-from implicitseg.meshing.poisson import boundary_edges
+from implicitseg.meshing.components import boundary_edges
 
 SMOOTHING_MM = 1.0
 """Gaussian sigma (mm) applied to a binary mask before its isosurface is taken: removes the voxel staircase of
@@ -81,12 +83,16 @@ def shape_surface(source: Path, shapes: ShapesConfig, mesh_space: str = "LPS") -
                      f"({', '.join(MESH_SUFFIXES)})")
 
 
-def case_surface(case: Case, shapes: ShapesConfig, mesh_space: str) -> Mesh:
-    """A training case's surface: its labelmap's, else its mesh (which must be closed)."""
+def case_surface(case: Case, shapes: ShapesConfig, rules: InputRules) -> Mesh:
+    """A training case's surface: its labelmap's (values declared in ``rules``), else its mesh (which must be
+    closed)."""
     if case.label is not None:
-        return shape_surface(case.label, shapes, mesh_space)
+        labelmap = read_labelmap(case.label)
+        if rules.label_values is not None:
+            check_label_values(labelmap.array, case.label, rules.label_values)
+        return labelmap_surface(labelmap, shapes.label, str(case.label))
     if case.mesh is not None:
-        return closed_mesh(case.mesh, mesh_space)
+        return closed_mesh(case.mesh, rules.mesh_space)
     raise InputError(f"case {case.case_id!r}: neither a label nor a mesh")
 
 
@@ -125,14 +131,14 @@ def uniform_in_unit_ball(n_points: int, rng: np.random.Generator) -> np.ndarray:
     return direction * rng.random((n_points, 1)) ** (1.0 / 3.0)
 
 
-def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, mesh_space: str = "LPS", *,
+def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, rules: InputRules = InputRules(), *,
                        transforms: dict[str, dict], seed: int = 0) -> dict:
     """Samples of one shape in its canonical frame (``transforms[case]``: its PICCT as JSON) into
     ``out_dir/<case>/``."""
     start = time.perf_counter()
     shapes = config.shapes
     picct = Picct.from_json(transforms[case.case_id])
-    mesh = case_surface(case, shapes, mesh_space)
+    mesh = case_surface(case, shapes, rules)
     canonical = Mesh(picct.world_to_canonical(mesh.vertices_world_mm), mesh.faces)
     rng = _case_rng(case.case_id, seed)
     surface_points, surface_normals = surface_samples(canonical, shapes.surface_points, rng)
@@ -153,10 +159,12 @@ def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, mesh_space
 
 
 def prepare_shapes(dataset_dir: Path, out_dir: Path, config: IsmmConfig, *, workers: int = 1,
-                   val_fraction: float = 0.2, seed: int = 0, progress: ProgressCallback | None = None) -> dict:
+                   val_fraction: float = 0.2, seed: int = 0, resample_labels: bool = False,
+                   progress: ProgressCallback | None = None) -> dict:
     """PICCT for every training shape (anchor, CPD similarity, one unit-sphere scale; recorded in the config's
     ``shapes`` section and per case), then their samples (:func:`prepare_shape_case`). Every case gets a code row:
-    ISMM is an auto-decoder of shapes, and its validation measures the fit on held-out points of each shape."""
+    ISMM is an auto-decoder of shapes, and its validation measures the fit on held-out points of each shape. Shapes
+    are taken in world space and no image is read, so ``resample_labels`` changes nothing here."""
     config = copy.deepcopy(config)  # prepare fills in the shapes section; the caller's config stays as given
     dataset = load_dataset(dataset_dir)
     if len(dataset.training) < 2:
@@ -168,7 +176,7 @@ def prepare_shapes(dataset_dir: Path, out_dir: Path, config: IsmmConfig, *, work
     surfaces: dict[str, Mesh] = {}
     for case in dataset.training:
         try:
-            surfaces[case.case_id] = case_surface(case, shapes, dataset.mesh_space)
+            surfaces[case.case_id] = case_surface(case, shapes, InputRules.of(dataset))
         except InputError as error:
             raise InputError(f"case {case.case_id!r}: {error}") from None
     clouds = {name: surface_samples(mesh, shapes.cpd_points, rng)[0] for name, mesh in surfaces.items()}
@@ -197,7 +205,7 @@ def prepare_shapes(dataset_dir: Path, out_dir: Path, config: IsmmConfig, *, work
                "code_rows": {name: row for row, name in enumerate(names)}}
     return prepare_dataset(dataset_dir, out_dir, config, prepare_one=partial(prepare_shape_case, transforms=transforms),
                            manifest_entries=entries, workers=workers, val_fraction=val_fraction, seed=seed,
-                           progress=progress)
+                           resample_labels=resample_labels, progress=progress)
 
 
 class ShapePoints(TypedDict):

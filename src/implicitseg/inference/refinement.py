@@ -34,7 +34,7 @@ from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
-from implicitseg.meshing.poisson import supported_component
+from implicitseg.meshing.components import supported_component
 from implicitseg.models.ismm import IsmmModel
 from implicitseg.training.losses import shape_losses
 

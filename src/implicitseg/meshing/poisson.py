@@ -14,12 +14,15 @@ Steps (each parameter is a :class:`~implicitseg.config.MeshingConfig` value):
    coordinates; world mm can sit hundreds of mm from the origin, so the cloud is centred first (float
    precision) and moved back afterwards. The octree cube is 1.1 × the cloud's bounding cube (MeshLab's
    ``scale``), so depth ``d`` gives cells of about ``1.1 · largest extent / 2^d`` mm, whatever the units.
-4. Keep the largest connected component (most faces; faces connect through shared vertices).
+4. Keep the connected components that ``components`` selects (faces connect through shared vertices;
+   :func:`~implicitseg.meshing.components.select_components`): ``largest`` is the paper's largest component,
+   ``supported`` every part whose faces the field supports (given ``distance_mm_at``, the field's distance at
+   the vertices; without it every face counts), so a fragment cannot win over the surface the field found.
 5. Delete every triangle with fewer than ``trim_min_points`` points of the FULL dense cloud within
-   ``trim_support_mm`` of its centroid: this re-opens the surface where Poisson closed it. The largest
-   component is also kept right after trimming, so step 6 does not fill the outlines of fragments that its
-   final component selection would drop anyway.
-6. Close holes smaller than ``close_holes_mm``, then keep the largest component again. MeshLab measures a
+   ``trim_support_mm`` of its centroid: this re-opens the surface where Poisson closed it. Components are
+   selected again right after trimming, so step 6 does not fill the outlines of fragments that its final
+   selection would drop anyway.
+6. Close holes smaller than ``close_holes_mm``, then select components again. MeshLab measures a
    hole by the number of edges on its boundary, so the spec's "size" is read as the hole's diameter and a
    hole of diameter ``d`` mm is taken to have a perimeter of ``π d`` mm:
    ``max_hole_edges = ceil(π · close_holes_mm / mean_edge_length_mm)``.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import point_cloud_utils as pcu
@@ -40,6 +44,7 @@ from scipy.spatial import cKDTree
 from implicitseg.config import MeshingConfig
 from implicitseg.errors import InputError
 from implicitseg.io.meshes import Mesh
+from implicitseg.meshing.components import boundary_edges, compact, select_components
 
 MIN_POINTS = 100
 """Fewer dense points than this (or than ``normal_neighbours + 1``) cannot define a surface: InputError."""
@@ -64,14 +69,15 @@ HOPPE_WEIGHT_FLOOR = 1e-3
 sparse arithmetic drops zero entries, and its graph routines read a missing entry as no edge)."""
 
 
-def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *, seed: int = 0,
-                          threads: int = 1) -> tuple[Mesh, dict]:
+def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *, seed: int = 0, threads: int = 1,
+                          distance_mm_at: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[Mesh, dict]:
     """Reconstruct a (possibly open) surface from a dense point cloud.
 
     ``points_world_mm``: (N, 3) float, world LPS mm. Returns the mesh in world LPS mm and a dict of plain
     numbers: ``*_s`` timings per step and ``total_s`` (seconds), ``n_dense``, ``n_subsample``,
     ``n_poisson_faces``, ``n_trimmed_faces`` (deleted by step 5), ``max_hole_edges``, ``n_vertices``,
-    ``n_faces``, ``n_boundary_edges``. ``seed`` fixes step 1 (pool and sampler). ``threads`` is screened
+    ``n_faces``, ``n_boundary_edges``, and ``components_{after_poisson,after_trim,final}`` (what each selection kept
+    and dropped). ``distance_mm_at``: (P, 3) world mm → (P,) the field's distance in mm, for step 4's support. ``seed`` fixes step 1 (pool and sampler). ``threads`` is screened
     Poisson's thread count: with 1, the same cloud, config and seed give a bit-identical mesh; more threads
     are faster on idle cores but change the last float bits and slow down badly on busy ones (OpenMP).
     Raises :class:`InputError` for a bad cloud or configuration, or when no surface remains.
@@ -82,6 +88,12 @@ def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *,
     start = time.perf_counter()
     centre_world_mm = points.mean(axis=0)
     points_centred_mm = points - centre_world_mm
+
+    def keep_components(vertices_mm: np.ndarray, faces: np.ndarray, step: str) -> tuple[np.ndarray, np.ndarray]:
+        distance_mm = None if distance_mm_at is None or len(faces) == 0 else distance_mm_at(vertices_mm + centre_world_mm)
+        vertices_mm, faces, selection = select_components(vertices_mm, faces, config.components, distance_mm)
+        info[f"components_{step}"] = selection.to_json()
+        return vertices_mm, faces
 
     tic = time.perf_counter()
     subsample_mm = poisson_disk_subsample(points_centred_mm, config.n_subsample, seed=seed)
@@ -101,15 +113,15 @@ def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *,
     vertices_mm, faces = screened_poisson(subsample_mm, normals, config.poisson_depth, threads=threads)
     info["poisson_s"] = time.perf_counter() - tic
     info["n_poisson_faces"] = len(faces)
-    vertices_mm, faces = largest_component(vertices_mm, faces)
+    vertices_mm, faces = keep_components(vertices_mm, faces, "after_poisson")
     if len(faces) == 0:
-        raise InputError("meshing produced no surface: screened Poisson returned no triangles")
+        raise InputError("meshing produced no surface: screened Poisson returned no triangles the field supports")
 
     tic = time.perf_counter()
     tree = cKDTree(points_centred_mm, balanced_tree=False, compact_nodes=False)  # ~40 % faster to build
     keep = face_support(vertices_mm, faces, tree, config.trim_support_mm) >= config.trim_min_points
     info["n_trimmed_faces"] = int((~keep).sum())
-    vertices_mm, faces = largest_component(*compact(vertices_mm, faces[keep]))
+    vertices_mm, faces = keep_components(*compact(vertices_mm, faces[keep]), "after_trim")
     info["trim_s"] = time.perf_counter() - tic
     if len(faces) == 0:
         raise InputError(
@@ -120,7 +132,7 @@ def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *,
     tic = time.perf_counter()
     info["max_hole_edges"] = max_hole_edges(vertices_mm, faces, config.close_holes_mm)
     vertices_mm, faces = close_small_holes(vertices_mm, faces, info["max_hole_edges"])
-    vertices_mm, faces = largest_component(vertices_mm, faces)
+    vertices_mm, faces = keep_components(vertices_mm, faces, "final")
     info["close_holes_s"] = time.perf_counter() - tic
 
     mesh = Mesh(vertices_mm + centre_world_mm, faces)
@@ -249,56 +261,10 @@ def screened_poisson(points_mm: np.ndarray, normals: np.ndarray, depth: int, *,
     return compact(vertices, np.asarray(result.face_matrix(), dtype=np.int64))
 
 
-def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop vertices no face uses; returns (V', 3) vertices and re-indexed (F, 3) faces."""
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces.reshape(-1)] = True
-    new_index = np.cumsum(used) - 1
-    return vertices[used], new_index[faces].reshape(-1, 3)
-
-
-def _vertex_components(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V,) connected-component label of each vertex (faces linked through shared vertices)."""
-    n_vertices = len(vertices)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_vertices, n_vertices))
-    return connected_components(graph, directed=False)[1]
-
-
-def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected component (faces linked through shared vertices) with the most faces."""
-    if len(faces) == 0:
-        return vertices[:0], faces
-    face_label = _vertex_components(vertices, faces)[faces[:, 0]]
-    biggest = np.argmax(np.bincount(face_label))
-    return compact(vertices, faces[face_label == biggest])
-
-
-def supported_component(vertices: np.ndarray, faces: np.ndarray,
-                        support_points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected component that the most ``support_points`` (K, 3), in the vertices' frame, lie nearest to
-    (by nearest vertex): the surface the data is on, not a larger spurious one elsewhere. With no support points
-    (None or K = 0), the largest component."""
-    if len(faces) == 0 or support_points is None or len(support_points) == 0:
-        return largest_component(vertices, faces)
-    vertex_label = _vertex_components(vertices, faces)
-    used = np.unique(faces.reshape(-1))
-    nearest = used[cKDTree(vertices[used]).query(np.asarray(support_points, dtype=np.float64))[1]]
-    chosen = np.argmax(np.bincount(vertex_label[nearest]))
-    return compact(vertices, faces[vertex_label[faces[:, 0]] == chosen])
-
-
 def face_support(vertices_mm: np.ndarray, faces: np.ndarray, tree: cKDTree, radius_mm: float) -> np.ndarray:
     """(F,) number of the tree's points within ``radius_mm`` of each face centroid."""
     centroids_mm = vertices_mm[faces].mean(axis=1)
     return np.asarray(tree.query_ball_point(centroids_mm, r=radius_mm, return_length=True, workers=-1))
-
-
-def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """(B, 2) sorted vertex pairs of edges used by exactly one face (empty for a closed surface)."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts == 1]
 
 
 def max_hole_edges(vertices_mm: np.ndarray, faces: np.ndarray, hole_diameter_mm: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import numpy as np
@@ -22,8 +23,12 @@ from implicitseg.data.datasets import SurfaceSampleDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
+from implicitseg.inference.narrow_band import FieldQuery, narrow_band
 from implicitseg.inference.pointcloud import dense_point_cloud
+from implicitseg.io.meshes import Mesh
+from implicitseg.meshing.components import select_components
 from implicitseg.meshing.poisson import mesh_from_point_cloud
+from implicitseg.meshing.udf_mc import extract_open_surface
 from implicitseg.methods import Method, copy_preset, preset_chooser
 from implicitseg.methods.pipeline import RoiPrediction
 from implicitseg.training.module import NudfLightningModule
@@ -58,6 +63,9 @@ PRESETS: dict[str, NudfConfig] = {
 }
 
 
+MESHERS = ("udf-mc", "poisson")
+"""``meshing.method`` values: the direct extractor (default) and the paper's recipe."""
+
 preset_config = partial(copy_preset, PRESETS)
 """``preset_config(name)``: a fresh copy of preset ``name``."""
 preset_for_res = preset_chooser(PRESETS, "nudf", "NUDF")
@@ -66,20 +74,71 @@ preset_for_res = preset_chooser(PRESETS, "nudf", "NUDF")
 
 def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_zyx: np.ndarray, *,
                 device: torch.device, seed: int = 0) -> RoiPrediction:
-    """Dense point cloud (encoder once, gradient projection) and mesh for one ROI image (res³, (Z, Y, X))."""
+    """Mesh and points for one ROI image (res³, (Z, Y, X)), world LPS mm; the encoder runs once.
+
+    ``config.meshing.method``: ``udf-mc`` extracts the surface from the field's narrow band (points.ply: the band's
+    corners within half a cell of the surface, projected one step along the gradient onto it); ``poisson`` is the paper's recipe (dense
+    point cloud by gradient projection → screened Poisson → trimming). Both keep the surfaces
+    ``config.meshing.components`` selects; what they dropped is in ``RoiPrediction.meshing``.
+    """
+    if config.meshing.method not in MESHERS:
+        raise InputError(f"meshing.method must be one of {list(MESHERS)}, got {config.meshing.method!r}")
     image = torch.from_numpy(np.ascontiguousarray(roi_image_zyx, dtype=np.float32))[None, None].to(device)
     model.eval()
-    points_unit, cloud_stats = dense_point_cloud(model, image, config.point_cloud, seed=seed)
-    if len(points_unit) < 100:
-        raise InputError(f"the model found no surface in the ROI centred at {np.round(roi.center_world_mm, 1).tolist()} mm "
-                         f"({len(points_unit)} points came near its zero level): check the ROI centre and the image")
-    points_world_mm = roi.unit_to_world(points_unit)
-    mesh, mesh_stats = mesh_from_point_cloud(points_world_mm, config.meshing)
-    timings = {"encoder_s": cloud_stats["encoder_s"], "point_cloud_s": cloud_stats["point_cloud_s"],
-               "meshing_s": float(mesh_stats.get("total_s", sum(v for k, v in mesh_stats.items() if k.endswith("_s"))))}
-    counts = {"n_seeds": cloud_stats["n_seeds"], "n_survivors": cloud_stats["n_survivors"],
-              "n_points": cloud_stats["n_points"]}
-    return RoiPrediction(timings, counts, mesh=mesh, points_world_mm=points_world_mm)
+    start = time.perf_counter()
+    with torch.no_grad():
+        features = [grid.detach() for grid in model.encode(image)]
+    encoder_s = time.perf_counter() - start
+    mm_per_unit = roi.half_size_mm
+    query = FieldQuery(model.decode, features, config.meshing.band.batch_points)
+
+    def distance_mm_at(points_world_mm: np.ndarray) -> np.ndarray:
+        return query.distances(roi.world_to_unit(points_world_mm)).astype(np.float64) * mm_per_unit
+
+    centre = np.round(roi.center_world_mm, 1).tolist()
+    if config.meshing.method == "poisson":
+        points_unit, cloud_stats = dense_point_cloud(model, image, config.point_cloud, seed=seed, features=features,
+                                                     band=config.meshing.band, roi_size_mm=roi.size_mm)
+        if len(points_unit) < 100:
+            raise InputError(f"the model found no surface in the ROI centred at {centre} mm ({len(points_unit)} "
+                             f"points came near its zero level): check the ROI centre and the image")
+        points_world_mm = roi.unit_to_world(points_unit)
+        mesh, mesh_stats = mesh_from_point_cloud(points_world_mm, config.meshing, distance_mm_at=distance_mm_at)
+        timings = {"encoder_s": encoder_s, "point_cloud_s": cloud_stats["point_cloud_s"],
+                   "meshing_s": float(mesh_stats["total_s"])}
+        counts = {key: int(value) for key, value in cloud_stats.items() if key.startswith("n_")}
+        counts["n_forward_points"] += query.n_forward
+        meshing = {"method": "poisson", "seeding": config.point_cloud.seeding,
+                   "components": mesh_stats["components_final"],
+                   "components_dropped_before": [mesh_stats["components_after_poisson"],
+                                                 mesh_stats["components_after_trim"]]}
+        return RoiPrediction(timings, counts, mesh=mesh, points_world_mm=points_world_mm, meshing=meshing)
+
+    band, band_stats = narrow_band(query, config.meshing.band, roi.size_mm)
+    vertices_unit, faces, vertex_distance_unit, surface_stats = extract_open_surface(
+        band, query.distances, config.meshing.band.max_face_distance_mm / mm_per_unit)
+    tic = time.perf_counter()
+    vertices_world_mm, faces, selection = select_components(
+        roi.unit_to_world(vertices_unit), faces, config.meshing.components, vertex_distance_unit * mm_per_unit)
+    components_s = time.perf_counter() - tic
+    if len(faces) == 0:
+        raise InputError(f"the model found no surface in the ROI centred at {centre} mm (its distance field comes "
+                         f"no closer than {config.meshing.band.max_face_distance_mm} mm to zero on a connected "
+                         f"surface): check the ROI centre and the image")
+    near = band.distances <= band.cell_size / 2  # one projection step from within half a cell of the surface
+    directions = band.gradients[near] / np.maximum(np.linalg.norm(band.gradients[near], axis=1, keepdims=True), 1e-12)
+    points_unit = band.corner_points()[near] - band.distances[near, None] * directions
+    timings = {"encoder_s": encoder_s, "band_s": band_stats["band_s"],
+               "surface_s": sum(v for k, v in surface_stats.items() if k.endswith("_s")) + components_s}
+    timings["meshing_s"] = timings["band_s"] + timings["surface_s"]
+    counts = {"n_forward_points": query.n_forward, "n_gradient_points": query.n_gradient,
+              "n_band_cells": band_stats["n_band_cells"], "n_band_corners": band_stats["n_band_corners"],
+              "n_points": int(near.sum()),
+              **{key: int(value) for key, value in surface_stats.items() if key.startswith("n_")}}
+    meshing = {"method": "udf-mc", "cell_mm": band_stats["cell_mm"], "finest_cells": band_stats["finest_cells"],
+               "max_face_distance_mm": config.meshing.band.max_face_distance_mm, "components": selection.to_json()}
+    return RoiPrediction(timings, counts, mesh=Mesh(vertices_world_mm, faces),
+                         points_world_mm=roi.unit_to_world(points_unit), meshing=meshing)
 
 
 RECIPE = TrainingRecipe(method="nudf", module_class=NudfLightningModule, dataset=SurfaceSampleDataset.from_config)

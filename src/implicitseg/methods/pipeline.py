@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save_config
+from implicitseg.config import MeshingConfig, config_from_dict, config_to_dict, load_yaml, save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json
@@ -44,6 +44,8 @@ class RoiPrediction:
     points_world_mm: np.ndarray | None = None
     probability_zyx: np.ndarray | None = None
     probability_level: float = 0.5
+    meshing: dict | None = None
+    """How the mesh was made (extractor, cell size, components kept and dropped), for prediction.json."""
 
 
 @dataclass
@@ -146,16 +148,70 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
 
 
 def run_prepare(dataset: Path, out: Path, *, method: str, preset: str | None = None, res: int | None = None,
-                roi_mm: float | None = None, workers: int = 1, show_progress: bool = True) -> dict:
-    """Prepare every training case of ``dataset`` for ``method`` into ``out``; returns the manifest."""
+                roi_mm: float | None = None, workers: int = 1, resample_labels: bool = False,
+                show_progress: bool = True) -> dict:
+    """Prepare every training case of ``dataset`` for ``method`` into ``out``; returns the manifest. Labelmaps on
+    another grid than their image's are refused, or resampled onto it with ``resample_labels``."""
     method_entry, config = resolve_config(method, preset=preset, res=res, roi_mm=roi_mm)
     if not show_progress:
-        return method_entry.prepare(Path(dataset), Path(out), config, workers=workers, progress=None)
+        return method_entry.prepare(Path(dataset), Path(out), config, workers=workers,
+                                    resample_labels=resample_labels, progress=None)
     from implicitseg.io.dataset import load_dataset
 
     progress, advance = _progress_bar("prepare", len(load_dataset(dataset).training))
     with progress:
-        return method_entry.prepare(Path(dataset), Path(out), config, workers=workers, progress=advance)
+        return method_entry.prepare(Path(dataset), Path(out), config, workers=workers,
+                                    resample_labels=resample_labels, progress=advance)
+
+
+def run_check(dataset: Path, *, method: str | None = None, json_out: Path | None = None, workers: int = 1,
+              show_progress: bool = True):
+    """Check every case of ``dataset`` (:func:`implicitseg.data.check.check_dataset`; with ``method``, also what
+    its ``prepare`` needs) and write the results to ``json_out`` (atomically) when given; returns the
+    :class:`~implicitseg.data.check.DatasetCheck`."""
+    from implicitseg.data.check import check_dataset
+    from implicitseg.io.dataset import load_dataset
+    from implicitseg.methods import get_method
+
+    needs_label = get_method(method).needs_label if method is not None else False
+    listing = load_dataset(dataset, strict=False)
+    progress, advance = _progress_bar("check", len(listing.training) + len(listing.test))
+    with progress if show_progress else contextlib.nullcontext():
+        report = check_dataset(dataset, needs_label=needs_label, workers=workers,
+                               progress=advance if show_progress else None)
+    if json_out is not None:
+        write_json(json_out, {**report.to_json(), "method": method})
+    return report
+
+
+def check_table(report):
+    """The rich table of a :class:`~implicitseg.data.check.DatasetCheck`: one row per check (✓ / ✗, how many cases
+    it held for, the first problem or what was found), then the spacing, size and intensity ranges."""
+    from rich.table import Table
+
+    table = Table(title=f"implicitseg check {report.dataset}", title_justify="left")
+    for column in ("check", "result", "details"):
+        table.add_column(column, overflow="fold")
+    for row in report.rows:
+        details = row.problems[0] + (f" (+{len(row.problems) - 1} more)" if len(row.problems) > 1 else "") \
+            if row.problems else row.holds_when
+        if row.check == "label values declared" and row.ok:
+            details = f"values found: {', '.join(map(str, report.label_values))}"
+        result = f"[green]✓[/] {row.passed}/{row.passed + row.failed}" if row.ok else \
+            f"[red]✗[/] {row.failed} of {row.passed + row.failed} fail"
+        table.add_row(row.check, result, details)
+
+    def ranges(found: dict | None, unit: str) -> str:
+        if found is None:
+            return "–"
+        return " × ".join(f"{low:.4g}" if low == high else f"{low:.4g}–{high:.4g}"
+                          for low, high in zip(found["min"], found["max"])) + unit
+
+    table.add_row("spacing", "", ranges(report.spacing_mm, " mm"))
+    table.add_row("size", "", ranges(report.size, " voxels"))
+    low_high = report.intensity_range
+    table.add_row("intensity range", "", "–" if low_high is None else f"{low_high[0]:.6g} … {low_high[1]:.6g}")
+    return table
 
 
 def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str | None = None,
@@ -284,12 +340,27 @@ def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path:
     return record
 
 
+def _apply_meshing_options(config, method_name: str, mesher: str | None, band_mm: float | None) -> None:
+    """Set ``meshing.method`` / ``meshing.band.cell_mm`` of a distance-field method's config from the CLI."""
+    if mesher is None and band_mm is None:
+        return
+    meshing = getattr(config, "meshing", None)
+    if not isinstance(meshing, MeshingConfig):
+        raise InputError(f"--mesher and --band-mm apply to distance-field methods (nudf), not {method_name}")
+    if mesher is not None:
+        meshing.method = mesher
+    if band_mm is not None:
+        if not band_mm > 0:
+            raise InputError(f"--band-mm must be a positive number of mm, got {band_mm}")
+        meshing.band.cell_mm = float(band_mm)
+
+
 def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
                 roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
                 plane: str | None = None, frames: list[int] | None = None, fit_weights: bool = False,
                 initial: Path | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS",
-                checkpoint: str = "best", device: str = "auto", seed: int = 0,
-                show_progress: bool = True) -> list[dict]:
+                checkpoint: str = "best", device: str = "auto", seed: int = 0, mesher: str | None = None,
+                band_mm: float | None = None, show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model.
 
     ROI methods: the ROI is centred by exactly one of ``roi_center`` (world LPS mm), ``roi_label`` (a labelmap's
@@ -299,6 +370,8 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
     or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all); methods
     that fit a code first (NISF) also fit the network's weights with ``fit_weights`` (the authors' code); methods
     that refine a segmentation (ISMM) take it as ``initial`` (a labelmap or mesh file, or a folder of them by case).
+    Distance-field methods (nudf) take ``mesher`` (``udf-mc``: the surface from the field's narrow band; ``poisson``:
+    the paper's dense cloud + screened Poisson) and ``band_mm`` (the band's finest cell, mm) over the run's config.
     Every output is in the image's physical space; prediction.json records timings and counts.
     """
     from implicitseg.data.prepare import checked_roi
@@ -350,6 +423,7 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
         center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
     images = list_images(inputs)
     model, config = method.load(run, checkpoint, torch_device)
+    _apply_meshing_options(config, method.name, mesher, band_mm)
     if fit_weights:
         if not hasattr(config, "fit"):
             raise InputError(f"--fit-weights applies to methods that fit a code at prediction (nisf), not {method.name}")
@@ -406,6 +480,8 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | N
                 "counts": {**prediction.counts, "n_vertices": len(mesh.vertices_world_mm), "n_faces": len(mesh.faces)},
                 "versions": versions(),
             }
+            if prediction.meshing is not None:
+                record["meshing"] = prediction.meshing
             write_json(case_dir / "prediction.json", record)
             results.append(record)
             if show_progress:
