@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from implicitseg.cli import main
 from implicitseg.errors import InputError
 from implicitseg.evaluation.compare import compare_evaluations, compare_rows, format_comparison
 from implicitseg.evaluation.tables import rows_to_csv
@@ -71,7 +72,7 @@ def _cli(*arguments):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_compare_command_prints_the_table_and_refuses_unusable_input_with_exit_2(tmp_path):
+def test_compare_command_prints_the_table_and_refuses_unusable_input_with_exit_2(tmp_path, monkeypatch, capsys):
     _write(tmp_path / "a", _rows(A_DICE, np.full(8, 2.0)))
     _write(tmp_path / "b", _rows(A_DICE + SHIFT, np.full(8, 2.0)))
     _write(tmp_path / "surface", _rows(A_DICE, np.full(8, 2.0)), kind="surface")
@@ -84,6 +85,8 @@ def test_compare_command_prints_the_table_and_refuses_unusable_input_with_exit_2
     for arguments, fragment in (((tmp_path / "a", tmp_path / "nothing"), "nothing"),
                                 ((tmp_path / "a", tmp_path / "bad.csv"), "'high' is not a number"),
                                 ((tmp_path / "a", tmp_path / "surface"), "volume metrics")):
-        failed = _cli(*arguments)
-        lines = [line for line in failed.stderr.splitlines() if line.strip()]
-        assert failed.returncode == 2 and len(lines) == 1 and fragment in lines[0], failed.stderr
+        monkeypatch.setattr(sys, "argv", ["implicitseg", "compare", *map(str, arguments)])
+        with pytest.raises(SystemExit) as exited:  # the console entry point, in this process
+            main()
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exited.value.code == 2 and len(lines) == 1 and fragment in lines[0], lines
