@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from helpers import AFFINE_CASES, blurred_sphere_hu
 from implicitseg import methods
@@ -86,3 +87,32 @@ def test_roi_outside_the_image_is_refused_and_nothing_is_written(tmp_path, monke
         run_predict(tmp_path / "run", [tmp_path / "case_1.nii.gz"], tmp_path / "out", roi_center="500,500,500",
                     show_progress=False)
     assert not (tmp_path / "out" / "case_1").exists()
+
+
+def test_meshing_options_reach_the_config_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    affine = AFFINE_CASES["anisotropic"]
+    shape = (60, 50, 30)
+    center_world = index_to_world(np.array([[30.0, 25.0, 15.0]]), affine)[0]
+    write_image(tmp_path / "case_2.nii.gz", Volume(blurred_sphere_hu(affine, shape, center_world, 10.0), affine))
+    config = preset_config("nudf-demo")
+    config.roi.size_mm, config.roi.res = 40.0, 48
+    save_config(tmp_path / "run" / "config.yaml", config)
+    fake_nudf = dataclasses.replace(methods.get_method("nudf"), load=lambda run, which, device: (ImageLevelSetModel(), config))
+    monkeypatch.setattr(methods, "_table", lambda: {"nudf": fake_nudf})
+    roi_center = ",".join(str(c) for c in center_world)
+
+    run_predict(tmp_path / "run", [tmp_path / "case_2.nii.gz"], tmp_path / "out", roi_center=roi_center,
+                band_mm=1.0, show_progress=False)
+    record = json.loads((tmp_path / "out" / "case_2" / "prediction.json").read_text())
+    assert record["meshing"]["method"] == "udf-mc" and record["meshing"]["cell_mm"] <= 1.0
+    fine = record["meshing"]["cell_mm"]
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["meshing"]["band"]["cell_mm"] == 1.0
+    mesh = read_mesh(tmp_path / "out" / "case_2" / "mesh.vtk")
+    assert np.median(np.abs(np.linalg.norm(mesh.vertices_world_mm - center_world, axis=1) - 10.0)) < 0.15
+    assert fine > 0.5  # a coarser band than the default 0.5 mm
+
+    for options, message in [({"band_mm": -1.0}, "--band-mm"), ({"mesher": "marching"}, "meshing.method")]:
+        with pytest.raises(InputError, match=message):
+            run_predict(tmp_path / "run", [tmp_path / "case_2.nii.gz"], tmp_path / "bad", roi_center=roi_center,
+                        show_progress=False, **options)
+        assert not (tmp_path / "bad" / "case_2").exists()

@@ -1,7 +1,9 @@
 """Dense point cloud from an unsigned distance field by projection along its gradient (NDF / NUDF spec).
 
 Each step moves a point by ``p ← p − f(p) · ∇f(p) / ‖∇f(p)‖``; ``∇f`` comes from autograd with respect to the
-query points. The encoder runs once per image; every batch of points reuses its feature grids.
+query points. The encoder runs once per image; every batch of points reuses its feature grids. Seeds are uniform
+over the cube (the paper's), or drawn in the field's narrow band (:mod:`~implicitseg.inference.narrow_band`, forward
+queries only), which starts them within a few mm of the surface so that fewer steps and no first round are needed.
 All coordinates here are in the ROI's unit frame; distances in unit lengths.
 """
 
