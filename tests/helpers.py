@@ -71,3 +71,71 @@ def posed_ellipsoid_labelmap(affine_lps: np.ndarray, semi_axes_mm: np.ndarray, r
     local = (index_to_world(index, affine_lps) - center) @ rotation / scale
     inside = np.linalg.norm(local / np.asarray(semi_axes_mm), axis=1) <= 1.0
     return Volume(inside.reshape(shape).astype(np.uint8), affine_lps), center
+
+
+SMALL_DATASET_AFFINE = affine_from_geometry([40.0, 60.0, -20.0], [1.1, 1.0, 1.5], np.eye(3))
+"""Index → world LPS of :func:`write_small_dataset`'s images: far from the z axis, so a mesh read in the wrong
+LPS/RAS convention lands far outside them."""
+SMALL_DATASET_SHAPE = (40, 44, 30)
+
+
+def write_small_dataset(root, *, n_cases: int = 2, mesh_suffix: str = ".vtk"):
+    """A valid dataset of ``n_cases`` training cases ``c0``, ``c1``, ... (a CT-like sphere, its labelmap and its
+    mesh in LPS) and one test image ``t0``, labels 0 and 1; returns the sphere's centre (3,) world LPS mm."""
+    import json
+    from pathlib import Path
+
+    import trimesh
+
+    from implicitseg.geometry.frames import index_to_world
+    from implicitseg.io.images import Volume, write_image
+    from implicitseg.io.meshes import Mesh, write_mesh
+
+    root = Path(root)
+    center = index_to_world((np.array(SMALL_DATASET_SHAPE)[None] - 1) / 2.0, SMALL_DATASET_AFFINE)[0]
+    image = Volume(blurred_sphere_hu(SMALL_DATASET_AFFINE, SMALL_DATASET_SHAPE, center, 10.0), SMALL_DATASET_AFFINE)
+    label = Volume(sphere_volume(SMALL_DATASET_AFFINE, SMALL_DATASET_SHAPE, center, 10.0).astype(np.int16),
+                   SMALL_DATASET_AFFINE)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    training = []
+    for index in range(n_cases):
+        name = f"c{index}"
+        entry = {"image": f"imagesTr/{name}.nii.gz", "label": f"labelsTr/{name}.nii.gz",
+                 "mesh": f"meshesTr/{name}{mesh_suffix}"}
+        write_image(root / entry["image"], image)
+        write_image(root / entry["label"], label)
+        write_mesh(root / entry["mesh"], Mesh(np.asarray(sphere.vertices) + center, np.asarray(sphere.faces)))
+        training.append(entry)
+    write_image(root / "imagesTs" / "t0.nii.gz", image)
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "small", "modality": "CT", "labels": {"0": "background", "1": "sphere"}, "mesh_space": "LPS",
+        "training": training, "test": ["imagesTs/t0.nii.gz"]}))
+    return center
+
+
+def damage_small_dataset(root, damage: str, case: str = "c1") -> None:
+    """Damage one case of :func:`write_small_dataset` as users' data get damaged: ``truncated image`` (its first
+    3,000 bytes), ``label origin 5 mm off``, ``label cropped 10 voxels`` (along k), ``undeclared label value`` (the
+    foreground labelled 3 in a 0/1 dataset)."""
+    from pathlib import Path
+
+    from implicitseg.geometry.frames import geometry_from_affine
+    from implicitseg.io.images import Volume, read_image, write_image
+
+    root = Path(root)
+    if damage == "truncated image":
+        path = root / "imagesTr" / f"{case}.nii.gz"
+        path.write_bytes(path.read_bytes()[:3000])
+        return
+    path = root / "labelsTr" / f"{case}.nii.gz"
+    label = read_image(path, dtype=np.int16)
+    if damage == "label origin 5 mm off":
+        origin, spacing, direction = geometry_from_affine(label.affine_lps)
+        label = Volume(label.array, affine_from_geometry(origin + [5.0, 0.0, 0.0], spacing, direction))
+    elif damage == "label cropped 10 voxels":
+        label = Volume(label.array[:, :, :-10], label.affine_lps)
+    elif damage == "undeclared label value":
+        label.array[label.array > 0] = 3
+    else:
+        raise ValueError(f"unknown damage {damage!r}")
+    write_image(path, label)

@@ -15,7 +15,7 @@ def run_cli(*arguments, cwd=None):
                           capture_output=True, text=True, encoding="utf-8", cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["synth", "prepare", "train", "predict", "evaluate", "compare", "demo"])
+@pytest.mark.parametrize("command", ["synth", "prepare", "check", "train", "predict", "evaluate", "compare", "demo"])
 def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -90,3 +90,52 @@ def test_synth_writes_the_asked_number_of_test_cases(tmp_path):
     listing = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert len(listing["training"]) == 1 and len(listing["test"]) == 2
     assert len(list((tmp_path / "ds" / "imagesTs").glob("*.nii.gz"))) == 2
+
+
+CLI_DAMAGES = {
+    "truncated image": ["imagesTr/c1.nii.gz: truncated file"],
+    "label origin 5 mm off": ["labelsTr/c1.nii.gz: labelmap not on the grid of its image", "imagesTr/c1.nii.gz",
+                              "origin 5.00 mm apart"],
+    "label cropped 10 voxels": ["labelsTr/c1.nii.gz", "size: image 40×44×30, label 40×44×20"],
+    "undeclared label value": ["labelsTr/c1.nii.gz: label value(s) 3 are not declared in dataset.json's labels (0, 1)"],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CLI_DAMAGES))
+def test_a_damaged_case_stops_prepare_with_one_line_and_nothing_written_for_it(tmp_path, damage):
+    from helpers import damage_small_dataset, write_small_dataset
+
+    write_small_dataset(tmp_path / "data")
+    damage_small_dataset(tmp_path / "data", damage)
+    _assert_user_error(run_cli("prepare", tmp_path / "data", "--method", "unet", "--preset", "unet-demo", "--roi-mm",
+                               "40", "--out", tmp_path / "prep"), *CLI_DAMAGES[damage])
+    assert not (tmp_path / "prep" / "c1").exists() and not (tmp_path / "prep" / "manifest.json").exists()
+
+
+def test_check_prints_one_line_per_damaged_case_and_exits_2(tmp_path):
+    from helpers import damage_small_dataset, write_small_dataset
+
+    write_small_dataset(tmp_path / "data", n_cases=5)
+    for position, damage in enumerate(sorted(CLI_DAMAGES), start=1):
+        damage_small_dataset(tmp_path / "data", damage, case=f"c{position}")
+    result = run_cli("check", tmp_path / "data", "--workers", "2", "--json", tmp_path / "check.json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines), result.stderr
+    for position, damage in enumerate(sorted(CLI_DAMAGES), start=1):
+        line = next(line for line in lines if f"c{position}.nii.gz" in line)
+        assert all(fragment.replace("c1", f"c{position}") in line for fragment in CLI_DAMAGES[damage]), line
+    assert "labels on the image grid" in result.stdout and "✗" in result.stdout
+    written = json.loads((tmp_path / "check.json").read_text())
+    assert written["ok"] is False and len([p for check in written["checks"] for p in check["problems"]]) == 4
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_check_on_a_synthetic_dataset_is_all_clear(tmp_path):
+    from implicitseg.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "organ", kind="organ", n_cases=2, seed=0, n_test=1)
+    result = run_cli("check", tmp_path / "organ", "--method", "implicit-unet", "--json", tmp_path / "check.json")
+    assert result.returncode == 0, result.stderr
+    assert "all checks hold for 2 case(s) and 1 test image(s)" in result.stdout and "✗" not in result.stdout
+    assert json.loads((tmp_path / "check.json").read_text())["ok"] is True

@@ -16,6 +16,7 @@ from implicitseg.geometry.frames import Roi, affine_from_geometry, index_to_worl
 from implicitseg.io.dataset import Case, write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh
+from implicitseg.data.check import InputRules
 from implicitseg.data.prepare import prepare_case, prepare_dataset, split_cases
 
 SHAPE = (60, 56, 40)
@@ -63,7 +64,7 @@ def as_case(root: Path, name: str, entry: dict[str, str]) -> Case:
 def test_prepare_case_writes_image_samples_and_roi(tmp_path: Path) -> None:
     entry = write_case(tmp_path / "data", "case_a", mesh=sphere_mesh())
     config = tiny_config()
-    result = prepare_case(as_case(tmp_path / "data", "case_a", entry), tmp_path / "prep", config, "LPS")
+    result = prepare_case(as_case(tmp_path / "data", "case_a", entry), tmp_path / "prep", config, InputRules())
     assert result["case"] == "case_a" and result["n_samples"] == 2_500
     case_dir = tmp_path / "prep" / "case_a"
 
@@ -102,7 +103,7 @@ def test_prepare_case_writes_image_samples_and_roi(tmp_path: Path) -> None:
 
 def test_label_only_case_uses_the_labelmap_surface(tmp_path: Path) -> None:
     entry = write_case(tmp_path / "data", "case_l", label=True)
-    prepare_case(as_case(tmp_path / "data", "case_l", entry), tmp_path / "prep", tiny_config(), "LPS")
+    prepare_case(as_case(tmp_path / "data", "case_l", entry), tmp_path / "prep", tiny_config(), InputRules())
     roi_json = json.loads((tmp_path / "prep" / "case_l" / "roi.json").read_text())
     assert roi_json["surface_source"] == "label"
     np.testing.assert_allclose(roi_json["center_world_mm"], CENTER, atol=0.3)
@@ -116,9 +117,18 @@ def test_label_only_case_uses_the_labelmap_surface(tmp_path: Path) -> None:
 
 
 def test_roi_outside_the_image_is_an_input_error(tmp_path: Path) -> None:
-    entry = write_case(tmp_path / "data", "far", mesh=sphere_mesh(CENTER + [0.0, 0.0, 300.0]))
+    # the sphere fits in a corner of the image, the 40 mm ROI around it mostly does not
+    corner = index_to_world(np.array([[9.0, 9.0, 7.0]]), AFFINE)[0]
+    entry = write_case(tmp_path / "data", "corner", mesh=sphere_mesh(corner))
     with pytest.raises(InputError, match="ROI outside the image"):
-        prepare_case(as_case(tmp_path / "data", "far", entry), tmp_path / "prep", tiny_config(), "LPS")
+        prepare_case(as_case(tmp_path / "data", "corner", entry), tmp_path / "prep", tiny_config(), InputRules())
+    assert not (tmp_path / "prep" / "corner").exists()
+
+
+def test_mesh_outside_its_image_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    entry = write_case(tmp_path / "data", "far", mesh=sphere_mesh(CENTER + [0.0, 0.0, 300.0]))
+    with pytest.raises(InputError, match="far.vtk: only 0% of the mesh's vertices lie inside its image .*far.nii.gz"):
+        prepare_case(as_case(tmp_path / "data", "far", entry), tmp_path / "prep", tiny_config(), InputRules())
     assert not (tmp_path / "prep" / "far").exists()
 
 
@@ -175,6 +185,6 @@ def test_prepare_dataset_writes_manifest_and_every_case_in_parallel(tmp_path: Pa
 
 def test_prepare_dataset_fails_naming_the_bad_case(tmp_path: Path) -> None:
     build_dataset(tmp_path / "data", bad_case=True)
-    with pytest.raises(InputError, match=r"case 'zz_far'.*ROI outside the image"):
+    with pytest.raises(InputError, match=r"case 'zz_far'.*zz_far.vtk: only 0% of the mesh's vertices lie inside"):
         prepare_dataset(tmp_path / "data", tmp_path / "prep", tiny_config(), workers=2)
     assert not (tmp_path / "prep" / "manifest.json").exists()

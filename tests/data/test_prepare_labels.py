@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import AFFINE_CASES, sphere_volume
+from helpers import AFFINE_CASES, damage_small_dataset, sphere_volume, write_small_dataset
 
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case, prepare_unet_case
@@ -159,9 +159,57 @@ def test_patch_prepare_takes_the_classes_from_dataset_json_and_checks_labels(tmp
     assert implicit_unet.PRESETS["iunet-demo"].labels.names == ()  # the preset itself is untouched
     write_dataset_json(tmp_path / "ds", name="two", modality="CT", labels={"0": "background", "1": "outer"},
                        training=training, test=[])
-    with pytest.raises(InputError, match=r"label value\(s\) \[2\] are not among the dataset's classes 0..1"):
+    with pytest.raises(InputError, match=r"c0.nii.gz: label value\(s\) 2 are not declared in dataset.json's "
+                                         r"labels \(0, 1\)"):
         implicit_unet.METHOD.prepare(tmp_path / "ds", tmp_path / "prep2", implicit_unet.PRESETS["iunet-demo"])
     write_dataset_json(tmp_path / "ds", name="two", modality="CT", labels={"0": "background", "2": "inner"},
                        training=training, test=[])
     with pytest.raises(InputError, match="labels must be 0, 1, ..., C - 1"):
         implicit_unet.METHOD.prepare(tmp_path / "ds", tmp_path / "prep3", implicit_unet.PRESETS["iunet-demo"])
+
+
+PAIR_DAMAGES = {
+    "label origin 5 mm off": ["labelsTr/c1.nii.gz: labelmap not on the grid of its image", "imagesTr/c1.nii.gz",
+                              "origin 5.00 mm apart", "--resample-labels"],
+    "label cropped 10 voxels": ["labelsTr/c1.nii.gz", "imagesTr/c1.nii.gz", "size: image 40×44×30, label 40×44×20"],
+    "undeclared label value": ["labelsTr/c1.nii.gz: label value(s) 3 are not declared in dataset.json's labels (0, 1)"],
+    "truncated image": ["imagesTr/c1.nii.gz: truncated file"],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(PAIR_DAMAGES))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_unet_prepare_stops_at_a_damaged_case_and_writes_nothing_for_it(tmp_path, damage, workers):
+    write_small_dataset(tmp_path / "data")
+    damage_small_dataset(tmp_path / "data", damage)
+    config = unet.preset_config("unet-demo")
+    config.roi.size_mm = 40.0
+    with pytest.raises(InputError) as raised:
+        unet.METHOD.prepare(tmp_path / "data", tmp_path / "prep", config, workers=workers)
+    message = str(raised.value)
+    assert message.startswith("case 'c1': ") and "\n" not in message
+    for fragment in PAIR_DAMAGES[damage]:
+        assert fragment in message, message
+    assert not (tmp_path / "prep" / "c1").exists() and not (tmp_path / "prep" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["label origin 5 mm off", "label cropped 10 voxels"])
+def test_resample_labels_puts_the_label_on_the_image_grid_in_world_space_and_says_so(tmp_path, damage):
+    center = write_small_dataset(tmp_path / "data")
+    damage_small_dataset(tmp_path / "data", damage)
+    config = unet.preset_config("unet-demo")
+    config.roi.size_mm = 40.0
+    manifest = unet.METHOD.prepare(tmp_path / "data", tmp_path / "prep", config, resample_labels=True)
+    resampling = manifest["label_resampling"]
+    assert resampling["enabled"] and list(resampling["cases"]) == ["c1"]
+    assert ("origin 5.00 mm apart" if "origin" in damage else "size: image 40×44×30") in resampling["cases"]["c1"]
+    assert json.loads((tmp_path / "prep" / "manifest.json").read_text())["label_resampling"] == resampling
+    # where the label lies in the world is kept: shifted 5 mm along x, or cropped (the sphere's lower part gone)
+    found = json.loads((tmp_path / "prep" / "c1" / "roi.json").read_text())["label_center_world_mm"]
+    untouched = json.loads((tmp_path / "prep" / "c0" / "roi.json").read_text())["label_center_world_mm"]
+    np.testing.assert_allclose(untouched, center, atol=0.3)
+    if "origin" in damage:
+        np.testing.assert_allclose(np.array(found) - center, [5.0, 0.0, 0.0], atol=0.6)
+    else:
+        kept, whole = (np.load(tmp_path / "prep" / case / "label.npy").sum() for case in ("c1", "c0"))
+        assert kept < 0.99 * whole and found[2] < center[2] - 0.1 and np.allclose(found[:2], center[:2], atol=0.3)

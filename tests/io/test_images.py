@@ -188,3 +188,13 @@ def test_multi_member_gzip_and_trailing_padding_still_read(tmp_path):
     path = tmp_path / "members.nii.gz"
     path.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]) + bytes(16))
     assert np.array_equal(read_image(path, dtype=np.int16).array.transpose(2, 1, 0), array)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nan_in_a_nifti_file_is_refused_though_simpleitk_reads_it_as_zero(tmp_path, suffix):
+    array = np.ones((6, 5, 4), np.float32)
+    array[1, 2, 3] = np.nan
+    write_image(tmp_path / f"nan{suffix}", Volume(array, np.eye(4)))
+    with pytest.raises(InputError, match=rf"nan{suffix}: image holds NaN or infinite intensities"):
+        read_image(tmp_path / f"nan{suffix}")
+    assert read_image(tmp_path / f"nan{suffix}", allow_nonfinite=True).shape == (6, 5, 4)

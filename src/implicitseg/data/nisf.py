@@ -21,12 +21,14 @@ import torch
 from torch.utils.data import Dataset
 
 from implicitseg.config import NisfConfig
+from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import IMAGE_NAME, LABEL_NAME, split_cases_of
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
 from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
-from implicitseg.io.images import VolumeSeries, read_image_series
+from implicitseg.io.images import VolumeSeries, read_image_series, read_labelmap_series
+from implicitseg.io.pairs import check_label_grid, check_label_values, grid_differences, label_series_onto_grid
 
 
 def normalised_frames(frames: np.ndarray) -> np.ndarray:
@@ -60,23 +62,28 @@ def world_to_canonical(points_world_mm: np.ndarray, center_world_mm: np.ndarray,
     return np.concatenate([spatial, times[:, None] % 1.0], axis=1).astype(np.float32)
 
 
-def read_series_pair(case: Case) -> tuple[VolumeSeries, VolumeSeries]:
-    """A case's image and labelmap series, checked to share their grid and frames."""
+def read_series_pair(case: Case, rules: InputRules) -> tuple[VolumeSeries, VolumeSeries, str | None]:
+    """A case's image and labelmap series (values declared, on the image's grid and frames — or resampled onto the
+    grid with ``rules.resample_labels``), and what differed from the image's grid when resampled (else None)."""
     if case.label is None:
         raise InputError(f"case {case.case_id!r} has no labelmap; NISF trains on labelmaps (dataset.json 'label')")
     image = read_image_series(case.image)
-    label = read_image_series(case.label)
-    if image.frames.shape != label.frames.shape or not np.allclose(image.affine_lps, label.affine_lps, atol=1e-3):
-        raise InputError(f"{case.label}: labelmap grid {label.frames.shape} does not match the image's "
-                         f"{image.frames.shape} (NISF needs labels on the image's own grid)")
-    return image, label
+    label = read_labelmap_series(case.label)
+    if rules.label_values is not None:
+        check_label_values(label.frames, case.label, rules.label_values)
+    differences = grid_differences(image, label)
+    if not differences:
+        return image, label, None
+    if not rules.resample_labels or len(image.frames) != len(label.frames):
+        check_label_grid(label, case.label, image, case.image)
+    return image, label_series_onto_grid(label, image), "; ".join(differences)
 
 
-def prepare_nisf_case(case: Case, out_dir: Path, config: NisfConfig, mesh_space: str = "LPS", *,
+def prepare_nisf_case(case: Case, out_dir: Path, config: NisfConfig, rules: InputRules = InputRules(), *,
                       seed: int = 0) -> dict:
     """One case for NISF (see the module doc). ``seed`` is unused (points are drawn during training)."""
     start = time.perf_counter()
-    image, label = read_series_pair(case)
+    image, label, resampled_from = read_series_pair(case, rules)
     n_classes = len(config.labels.names)
     values = np.unique(label.frames)
     unknown = [int(v) for v in values if not 0 <= v < n_classes]
@@ -91,7 +98,7 @@ def prepare_nisf_case(case: Case, out_dir: Path, config: NisfConfig, mesh_space:
                                         "center_world_mm": image_center_world_mm(image.frames.shape,
                                                                                  image.affine_lps).tolist(),
                                         "case": case.case_id, "image": str(case.image), "label": str(case.label)})
-    return {"case": case.case_id, "frames": int(image.frames.shape[0]),
+    return {"case": case.case_id, "frames": int(image.frames.shape[0]), "label_resampled_from": resampled_from,
             "timings_s": {"total_s": time.perf_counter() - start}}
 
 

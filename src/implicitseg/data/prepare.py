@@ -10,7 +10,9 @@ Per case, into ``PREP/<case>/`` (DESIGN §5):
 - ``roi.json``: the ROI (``Roi.to_json()``) plus the case id, source files, mesh space and surface centre.
 
 For the whole dataset, ``PREP/manifest.json`` lists the cases, a deterministic train/val split, the
-resolved config and the library versions, and ``PREP/config.yaml`` holds the resolved config.
+resolved config, the library versions and which labelmaps were resampled onto their image's grid, and
+``PREP/config.yaml`` holds the resolved config. Each case's files are read and checked
+(:mod:`implicitseg.data.check`) before anything is written for it.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from typing import Any
 import numpy as np
 
 from implicitseg.config import NudfConfig, RoiConfig, config_to_dict, input_res, save_config
+from implicitseg.data.check import InputRules, read_case_label, read_case_mesh
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.geometry.sampling import SampleSet, training_samples
 from implicitseg.io.atomic import write_json, write_npy, write_npz
 from implicitseg.io.dataset import Case, load_dataset
-from implicitseg.io.images import Volume, read_image, read_labelmap, roi_overlaps_image
+from implicitseg.io.images import Volume, read_image, roi_overlaps_image
 from implicitseg.io.intensities import roi_image_of
-from implicitseg.io.meshes import Mesh, read_mesh
+from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.isosurface import labelmap_to_mesh
 from implicitseg.versions import versions
 
@@ -47,17 +50,6 @@ ProgressCallback = Callable[[int, int], None]
 def _case_rng(case_identifier: str, seed: int) -> np.random.Generator:
     """A generator that depends only on the seed and the case id (same samples whatever the worker order)."""
     return np.random.default_rng([int(seed), zlib.crc32(case_identifier.encode("utf-8"))])
-
-
-def ground_truth_center_world_mm(case: Case, mesh_space: str) -> np.ndarray:
-    """Where a case's training ROI is centred (3,) world LPS mm: the mesh's area-weighted centroid when the case
-    has a mesh, else the centre of mass of its labelmap's voxels > 0 (as :func:`ground_truth_surface`)."""
-    if case.mesh is not None:
-        return ground_truth_surface(case, mesh_space)[1]
-    if case.label is None:
-        raise InputError(f"case {case.case_id!r}: neither a mesh nor a label to centre the ROI on")
-    labelmap = read_labelmap(case.label)
-    return labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)
 
 
 def checked_roi(image: Volume, center_world_mm: np.ndarray, roi_config: RoiConfig, image_path: Path,
@@ -74,43 +66,51 @@ def checked_roi(image: Volume, center_world_mm: np.ndarray, roi_config: RoiConfi
     return roi
 
 
-def ground_truth_surface(case: Case, mesh_space: str) -> tuple[Mesh, np.ndarray]:
-    """The case's ground-truth surface (world LPS mm) and the ROI centre (3,) world LPS mm.
+def label_center_world_mm(labelmap: Volume) -> np.ndarray:
+    """Centre of mass (3,) world LPS mm of a labelmap's voxels > 0."""
+    return labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)
 
-    With a mesh: the mesh (read in ``mesh_space``) and its area-weighted surface centroid. Label only: the
-    labelmap's isosurface (marching cubes at 0.5 of label > 0) and the centre of mass of its voxels.
+
+def ground_truth_surface(case: Case, image: Volume, rules: InputRules) -> tuple[Mesh, np.ndarray, str | None]:
+    """The case's ground-truth surface (world LPS mm), the ROI centre (3,) world LPS mm, and what differed from the
+    image's grid when the labelmap was resampled onto it (None otherwise).
+
+    With a mesh: the mesh (read in ``rules.mesh_space``, inside ``image``) and its area-weighted surface centroid.
+    Label only: the labelmap's isosurface (marching cubes at 0.5 of label > 0) and the centre of mass of its voxels.
     """
     if case.mesh is not None:
-        mesh = read_mesh(case.mesh, space=mesh_space)
+        mesh = read_case_mesh(case, image, rules)
         if not mesh.face_areas_mm2.sum() > 0:
             raise InputError(f"{case.mesh}: mesh has zero surface area")
-        return mesh, mesh.center_of_mass_world_mm()
+        return mesh, mesh.center_of_mass_world_mm(), None
     if case.label is None:
         raise InputError(f"case {case.case_id!r}: neither a mesh nor a label to take the surface from")
-    labelmap: Volume = read_labelmap(case.label)
-    center_world_mm = labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)
+    label = read_case_label(case, image, rules)
     try:
-        mesh = labelmap_to_mesh(labelmap, level=0.5)
+        mesh = labelmap_to_mesh(label.volume, level=0.5)
     except InputError as error:
         raise InputError(f"{case.label}: {error}") from None
-    return mesh, center_world_mm
+    return mesh, label_center_world_mm(label.volume), label.resampled_from
 
 
-def prepare_case(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str = "LPS", *, seed: int = 0) -> dict:
+def prepare_case(case: Case, out_dir: Path, config: NudfConfig, rules: InputRules = InputRules(), *,
+                 seed: int = 0) -> dict:
     """Prepare one case into ``out_dir/<case_id>/`` (``out_dir`` is the PREP folder).
 
-    Returns ``{"case": id, "n_faces": F, "n_samples": N, "timings_s": {stage: seconds}}``. Raises
-    :class:`InputError` for unreadable files, an empty label, a mesh without area, or a ROI that lies
-    mostly (< 50 %) outside the image.
+    Returns ``{"case": id, "n_faces": F, "n_samples": N, "label_resampled_from": what differed or None,
+    "timings_s": {stage: seconds}}``. Raises :class:`InputError`, before writing anything, for files that are
+    unreadable or break ``rules`` (:mod:`implicitseg.data.check`), an empty label, a mesh without area or outside
+    the image, or a ROI that lies mostly (< 50 %) outside the image.
     """
     timings: dict[str, float] = {}
     start_total = start = time.perf_counter()
     image = read_image(case.image)
-    mesh, center_world_mm = ground_truth_surface(case, mesh_space)
+    mesh, center_world_mm, resampled_from = ground_truth_surface(case, image, rules)
     timings["read_s"] = time.perf_counter() - start
 
     roi = checked_roi(image, center_world_mm, config.roi, case.image,
-                      f"the ground truth's centre (mesh space {mesh_space}; does the mesh/label match the image?)")
+                      f"the ground truth's centre (mesh space {rules.mesh_space}; does the mesh/label match the "
+                      f"image?)")
 
     start = time.perf_counter()
     roi_image = roi_image_of(image, roi, config.intensity, case.image)
@@ -132,14 +132,14 @@ def prepare_case(case: Case, out_dir: Path, config: NudfConfig, mesh_space: str 
         "image": str(case.image),
         "label": str(case.label) if case.label is not None else None,
         "mesh": str(case.mesh) if case.mesh is not None else None,
-        "mesh_space": mesh_space,
+        "mesh_space": rules.mesh_space,
         "surface_source": "mesh" if case.mesh is not None else "label",
         "surface_center_world_mm": [float(c) for c in center_world_mm],
     })
     timings["write_s"] = time.perf_counter() - start
     timings["total_s"] = time.perf_counter() - start_total
     return {"case": case.case_id, "n_faces": int(len(mesh.faces)), "n_samples": int(len(samples.sample_set)),
-            "timings_s": timings}
+            "label_resampled_from": resampled_from, "timings_s": timings}
 
 
 def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
@@ -155,7 +155,9 @@ def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str
 
 
 CasePreparer = Callable[..., dict]
-"""``prepare_one(case, out_dir, config, mesh_space, *, seed) -> {"case", "timings_s", ...}`` for one case."""
+"""``prepare_one(case, out_dir, config, rules, *, seed) -> {"case", "timings_s", "label_resampled_from"?, ...}`` for
+one case: it reads the case's files through :mod:`implicitseg.data.check` with ``rules`` (:class:`InputRules`) and
+writes nothing for a case that breaks them."""
 
 NUDF_MANIFEST_ENTRIES = {
     "files": {"image": "image.npy", "samples": "samples.npz", "roi": "roi.json"},
@@ -164,31 +166,35 @@ NUDF_MANIFEST_ENTRIES = {
 """What NUDF's manifest says of its per-case files and sample-set codes."""
 
 
-def _prepare_or_name(prepare_one: CasePreparer, case: Case, out_dir: Path, config: Any, mesh_space: str,
+def _prepare_or_name(prepare_one: CasePreparer, case: Case, out_dir: Path, config: Any, rules: InputRules,
                      seed: int) -> dict:
     """``prepare_one``, with the case id put in front of any :class:`InputError` message."""
     try:
-        return prepare_one(case, out_dir, config, mesh_space, seed=seed)
+        return prepare_one(case, out_dir, config, rules, seed=seed)
     except InputError as error:
         raise InputError(f"case {case.case_id!r}: {error}") from None
 
 
 def prepare_dataset(dataset_dir: Path, out_dir: Path, config: Any, *, prepare_one: CasePreparer = prepare_case,
                     manifest_entries: dict | None = None, workers: int = 1, val_fraction: float = 0.2, seed: int = 0,
-                    progress: ProgressCallback | None = None) -> dict:
+                    resample_labels: bool = False, progress: ProgressCallback | None = None) -> dict:
     """Prepare every training case of the dataset at ``dataset_dir`` into ``out_dir`` with ``prepare_one``
     (default: NUDF's :func:`prepare_case`) and write the manifest, with ``manifest_entries`` (default
     :data:`NUDF_MANIFEST_ENTRIES`: the per-case files and what their codes mean) added to it.
 
-    Cases run in ``workers`` processes (``workers > 1``). The first case failing with :class:`InputError`
-    stops the whole stage with that message (prefixed with the case id). Returns the manifest (also written
-    to ``out_dir/manifest.json``), which holds per-case timings under ``"timings_s"``.
+    Cases run in ``workers`` processes (``workers > 1``). Each case's files are checked as they are read
+    (:class:`InputRules` of ``dataset.json``: declared label values, mesh space, labelmaps on their image's grid, or
+    resampled onto it with ``resample_labels``); the first case failing with :class:`InputError` stops the whole
+    stage with that message (prefixed with the case id), nothing written for that case and no manifest. Returns the
+    manifest (also written to ``out_dir/manifest.json``), which holds per-case timings under ``"timings_s"`` and the
+    resampled labelmaps under ``"label_resampling"``.
     """
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     dataset = load_dataset(dataset_dir)
     if not dataset.training:
         raise InputError(f"{dataset_dir}: dataset.json lists no training cases")
+    rules = InputRules.of(dataset, resample_labels=resample_labels)
     splits = split_cases([case.case_id for case in dataset.training], val_fraction, seed)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -199,14 +205,14 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: Any, *, prepare_on
     total = len(dataset.training)
     if workers == 1:
         for case in dataset.training:
-            results[case.case_id] = _prepare_or_name(prepare_one, case, out_dir, config, dataset.mesh_space, seed)
+            results[case.case_id] = _prepare_or_name(prepare_one, case, out_dir, config, rules, seed)
             if progress is not None:
                 progress(len(results), total)
     else:
         # forkserver: workers never inherit the caller's threads (torch, OpenMP), which plain fork can deadlock on.
         context = multiprocessing.get_context("forkserver")
         with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
-            futures = {pool.submit(_prepare_or_name, prepare_one, case, out_dir, config, dataset.mesh_space, seed):
+            futures = {pool.submit(_prepare_or_name, prepare_one, case, out_dir, config, rules, seed):
                        case.case_id
                        for case in dataset.training}
             try:
@@ -232,6 +238,12 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: Any, *, prepare_on
         "versions": versions(),
         "dataset": str(Path(dataset_dir).resolve()),
         "mesh_space": dataset.mesh_space,
+        "label_resampling": {
+            "enabled": resample_labels,
+            "how": "nearest neighbour in world space, onto the image's grid",
+            "cases": {case_id: results[case_id]["label_resampled_from"] for case_id in case_ids
+                      if results[case_id].get("label_resampled_from")},
+        },
         "seed": seed,
         "timings_s": {case_id: results[case_id]["timings_s"] for case_id in case_ids},
     }

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from implicitseg.config import ImplicitUnetConfig, RoiDetectorConfig, UnetConfig, input_res
-from implicitseg.data.prepare import checked_roi, ground_truth_center_world_mm
+from implicitseg.data.check import CaseLabel, InputRules, read_case_label, read_case_mesh
+from implicitseg.data.prepare import checked_roi, label_center_world_mm
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
-from implicitseg.io.images import (Volume, bounding_cube, grid_at_spacing, read_image, read_labelmap,
-                                   resample_to_roi, resample_volume)
+from implicitseg.io.images import (Volume, bounding_cube, grid_at_spacing, read_image, resample_to_roi,
+                                   resample_volume)
 from implicitseg.io.intensities import normalise_intensities, roi_image_of
 from implicitseg.models.unet import input_multiple
 
@@ -41,11 +42,12 @@ def check_grid_fits_network(config: UnetConfig | RoiDetectorConfig) -> None:
         raise InputError(f"--res {res}: the {config.preset} U-Net needs a multiple of {multiple} voxels per side")
 
 
-def _labelmap_of(case: Case) -> Volume:
+def _labelmap_of(case: Case, image: Volume, rules: InputRules) -> CaseLabel:
+    """The case's labelmap on ``image``'s grid, checked (:func:`~implicitseg.data.check.read_case_label`)."""
     if case.label is None:
         raise InputError(f"case {case.case_id!r} has no labelmap; voxel methods (unet, roi) train on labelmaps "
                          f"(dataset.json 'label' entries)")
-    return read_labelmap(case.label)  # refuses an empty labelmap
+    return read_case_label(case, image, rules)
 
 
 def _foreground_on_grid(labelmap: Volume, grid: Roi, path: Path) -> np.ndarray:
@@ -72,40 +74,41 @@ def _write_case(case: Case, out_dir: Path, grid: Roi, image_zyx: np.ndarray, lab
         "label": str(case.label),
         "mesh": str(case.mesh) if case.mesh is not None else None,
         "mesh_space": mesh_space,
-        "label_center_world_mm": [float(c) for c in labelmap.voxel_centers_world_mm(labelmap.array > 0).mean(axis=0)],
+        "label_center_world_mm": [float(c) for c in label_center_world_mm(labelmap)],
     })
 
 
-def prepare_unet_case(case: Case, out_dir: Path, config: UnetConfig, mesh_space: str = "LPS", *,
+def prepare_unet_case(case: Case, out_dir: Path, config: UnetConfig, rules: InputRules = InputRules(), *,
                       seed: int = 0) -> dict:
     """One case for the U-Net baseline: the ROI NUDF would train on (centred on the mesh's centroid, or the
     labelmap's centre of mass without a mesh), its image and its labelmap. ``seed`` is unused (no sampling)."""
     check_grid_fits_network(config)
     start = time.perf_counter()
     image = read_image(case.image)
-    labelmap = _labelmap_of(case)
-    center_world_mm = ground_truth_center_world_mm(case, mesh_space)
+    label = _labelmap_of(case, image, rules)
+    center_world_mm = read_case_mesh(case, image, rules).center_of_mass_world_mm() if case.mesh is not None \
+        else label_center_world_mm(label.volume)
     roi = checked_roi(image, center_world_mm, config.roi, case.image, "the ground truth's centre")
     image_zyx = roi_image_of(image, roi, config.intensity, case.image)
-    label_zyx = _foreground_on_grid(labelmap, roi, case.label)
-    _write_case(case, out_dir, roi, image_zyx, label_zyx, labelmap, mesh_space)
-    return {"case": case.case_id, "n_foreground": int(label_zyx.sum()),
+    label_zyx = _foreground_on_grid(label.volume, roi, case.label)
+    _write_case(case, out_dir, roi, image_zyx, label_zyx, label.volume, rules.mesh_space)
+    return {"case": case.case_id, "n_foreground": int(label_zyx.sum()), "label_resampled_from": label.resampled_from,
             "timings_s": {"total_s": time.perf_counter() - start}}
 
 
-def prepare_detector_case(case: Case, out_dir: Path, config: RoiDetectorConfig, mesh_space: str = "LPS", *,
+def prepare_detector_case(case: Case, out_dir: Path, config: RoiDetectorConfig, rules: InputRules = InputRules(), *,
                           seed: int = 0) -> dict:
     """One case for the ROI detector: the whole image and its labelmap on the coarse grid of
     :func:`~implicitseg.io.images.bounding_cube` (what :func:`implicitseg.inference.roi.detect_roi_center` sees)."""
     check_grid_fits_network(config)
     start = time.perf_counter()
     image = read_image(case.image)
-    labelmap = _labelmap_of(case)
+    label = _labelmap_of(case, image, rules)
     grid = bounding_cube(image, config.grid.res, config.grid.margin_mm)
     image_zyx = roi_image_of(image, grid, config.intensity, case.image)
-    label_zyx = _foreground_on_grid(labelmap, grid, case.label)
-    _write_case(case, out_dir, grid, image_zyx, label_zyx, labelmap, mesh_space)
-    return {"case": case.case_id, "n_foreground": int(label_zyx.sum()),
+    label_zyx = _foreground_on_grid(label.volume, grid, case.label)
+    _write_case(case, out_dir, grid, image_zyx, label_zyx, label.volume, rules.mesh_space)
+    return {"case": case.case_id, "n_foreground": int(label_zyx.sum()), "label_resampled_from": label.resampled_from,
             "timings_s": {"total_s": time.perf_counter() - start}}
 
 
@@ -142,7 +145,7 @@ def classes_on_grid(labelmap: Volume, n_classes: int, shape: tuple[int, int, int
     return shares.argmax(axis=0).astype(np.uint8)
 
 
-def prepare_volume_case(case: Case, out_dir: Path, config: ImplicitUnetConfig, mesh_space: str = "LPS", *,
+def prepare_volume_case(case: Case, out_dir: Path, config: ImplicitUnetConfig, rules: InputRules = InputRules(), *,
                         seed: int = 0) -> dict:
     """One case for a patch method: ``image.npy`` (normalised) and ``label.npy`` (class per voxel, uint8) on the
     working grid in (D, H, W) = (k, j, i) order, and ``grid.json`` (its shape (i, j, k) and affine index → world
@@ -150,9 +153,9 @@ def prepare_volume_case(case: Case, out_dir: Path, config: ImplicitUnetConfig, m
     start = time.perf_counter()
     n_classes = len(config.labels.names)
     image = read_image(case.image)
-    labelmap = _labelmap_of(case)
+    labelmap = _labelmap_of(case, image, rules)
     grid_image = working_image(image, config, case.image)
-    label = classes_on_grid(labelmap, n_classes, grid_image.shape, grid_image.affine_lps, case.label)
+    label = classes_on_grid(labelmap.volume, n_classes, grid_image.shape, grid_image.affine_lps, case.label)
     if not label.any():
         raise InputError(f"{case.label}: no labelled voxel left on the {config.grid.spacing_mm:g} mm working grid")
     case_dir = Path(out_dir) / case.case_id
@@ -163,7 +166,7 @@ def prepare_volume_case(case: Case, out_dir: Path, config: ImplicitUnetConfig, m
                                         "case": case.case_id, "image": str(case.image), "label": str(case.label)})
     counts = np.bincount(label.ravel(), minlength=n_classes)
     return {"case": case.case_id, "voxels_per_class": [int(c) for c in counts],
-            "timings_s": {"total_s": time.perf_counter() - start}}
+            "label_resampled_from": labelmap.resampled_from, "timings_s": {"total_s": time.perf_counter() - start}}
 
 
 def with_dataset_labels(config: ImplicitUnetConfig, dataset_labels: dict[str, str], dataset_dir: Path) -> None:

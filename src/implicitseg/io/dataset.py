@@ -44,6 +44,16 @@ class Dataset:
     test: list[Path] = field(default_factory=list)
     mesh_space: str = "LPS"
 
+    @property
+    def label_values(self) -> frozenset[int]:
+        """The label values ``dataset.json`` declares (the keys of ``labels``); non-integer keys raise
+        :class:`InputError`."""
+        try:
+            return frozenset(int(value) for value in self.labels)
+        except ValueError:
+            raise InputError(f"{self.root / 'dataset.json'}: label values must be integers, "
+                             f"got {list(self.labels)}") from None
+
     def case(self, identifier: str) -> Case:
         for case in self.training:
             if case.case_id == identifier:
@@ -51,15 +61,17 @@ class Dataset:
         raise InputError(f"{self.root}: no training case {identifier!r}")
 
 
-def _resolve(root: Path, relative: str, what: str, json_path: Path) -> Path:
+def _resolve(root: Path, relative: str, what: str, json_path: Path, strict: bool) -> Path:
     path = (root / relative).resolve()
-    if not path.exists():
+    if strict and not path.exists():
         raise InputError(f"{json_path}: {what} {relative!r} not found")
     return path
 
 
-def load_dataset(root: str | os.PathLike) -> Dataset:
-    """Parse ``root/dataset.json``; every referenced file must exist and each case's files share one case id."""
+def load_dataset(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
+    """Parse ``root/dataset.json``; each case's files share one case id, every referenced file must exist and case
+    ids must be unique (unless not ``strict``: ``implicitseg check`` reports missing files and duplicate ids
+    itself)."""
     root = Path(root)
     json_path = root / "dataset.json"
     if not json_path.is_file():
@@ -75,21 +87,21 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     for position, entry in enumerate(data.get("training", [])):
         if not isinstance(entry, dict) or "image" not in entry:
             raise InputError(f"{json_path}: training entry {position} has no 'image'")
-        image = _resolve(root, entry["image"], "image", json_path)
+        image = _resolve(root, entry["image"], "image", json_path, strict)
         identifier = case_id(image)
-        label = _resolve(root, entry["label"], "label", json_path) if entry.get("label") else None
-        mesh = _resolve(root, entry["mesh"], "mesh", json_path) if entry.get("mesh") else None
+        label = _resolve(root, entry["label"], "label", json_path, strict) if entry.get("label") else None
+        mesh = _resolve(root, entry["mesh"], "mesh", json_path, strict) if entry.get("mesh") else None
         if label is None and mesh is None:
             raise InputError(f"{json_path}: case {identifier!r} has neither a label nor a mesh")
         for other in (label, mesh):
             if other is not None and case_id(other) != identifier:
                 raise InputError(f"{json_path}: case ids do not match: image {identifier!r} vs {other.name!r}")
         training.append(Case(identifier, image, label, mesh))
-    identifiers = [case.case_id for case in training]
-    duplicates = sorted({i for i in identifiers if identifiers.count(i) > 1})
-    if duplicates:
+    duplicates = duplicate_case_ids(training)
+    if strict and duplicates:
         raise InputError(f"{json_path}: duplicate case ids {duplicates}")
-    test = [_resolve(root, entry if isinstance(entry, str) else entry["image"], "test image", json_path) for entry in data.get("test", [])]
+    test = [_resolve(root, entry if isinstance(entry, str) else entry["image"], "test image", json_path, strict)
+            for entry in data.get("test", [])]
     return Dataset(
         root=root.resolve(),
         name=str(data.get("name", root.name)),
@@ -99,6 +111,12 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
         test=test,
         mesh_space=mesh_space,
     )
+
+
+def duplicate_case_ids(cases: list[Case]) -> list[str]:
+    """Case ids that more than one case has, sorted."""
+    identifiers = [case.case_id for case in cases]
+    return sorted({i for i in identifiers if identifiers.count(i) > 1})
 
 
 def write_dataset_json(root: str | os.PathLike, *, name: str, modality: str, labels: dict[str, str],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from implicitseg.errors import InputError
+from implicitseg.errors import InputError, NonFiniteError
 from implicitseg.geometry.frames import Roi, affine_from_geometry, geometry_from_affine, index_to_world, world_to_index
 from implicitseg.io.atomic import atomic_path
 from implicitseg.io.integrity import check_image_file
@@ -89,7 +89,7 @@ def _is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _read_sitk(path: Path, allow_nonfinite: bool) -> sitk.Image:
     """``path`` (an image file, or a folder holding one DICOM series) as SimpleITK reads it, after
     :func:`~implicitseg.io.integrity.check_image_file`. Raises :class:`InputError` naming the file when it is missing,
     truncated, damaged or unreadable."""
@@ -105,7 +105,7 @@ def _read_sitk(path: Path) -> sitk.Image:
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series_ids[0]))
             return reader.Execute()
-        check_image_file(path)
+        check_image_file(path, allow_nonfinite=allow_nonfinite)
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
@@ -114,7 +114,7 @@ def _read_sitk(path: Path) -> sitk.Image:
 
 def _check_finite(array: np.ndarray, path: Path) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise InputError(f"{path}: image holds NaN or infinite intensities")
+        raise NonFiniteError(f"{path}: image holds NaN or infinite intensities")
 
 
 def _volume_of(image: sitk.Image, path: Path, dtype: type, allow_nonfinite: bool) -> Volume:
@@ -136,11 +136,12 @@ def _volume_of(image: sitk.Image, path: Path, dtype: type, allow_nonfinite: bool
 def read_image(path: str | os.PathLike, *, dtype: type = np.float32, allow_nonfinite: bool = False) -> Volume:
     """Read a 3D image (NIfTI, NRRD, MHA/MHD, or a folder holding one DICOM series) as a :class:`Volume`.
 
-    Raises :class:`InputError` naming the file when it is missing, truncated, damaged, unreadable, not 3D or holds
-    NaN/inf (unless ``allow_nonfinite``: ``implicitseg check`` reports those itself).
+    Raises :class:`InputError` naming the file when it is missing, truncated, damaged, unreadable or not 3D, and
+    :class:`~implicitseg.errors.NonFiniteError` when it holds NaN/inf, unless ``allow_nonfinite`` (SimpleITK reads
+    those as 0 from NIfTI files).
     """
     path = Path(path)
-    return _volume_of(_read_sitk(path), path, dtype, allow_nonfinite)
+    return _volume_of(_read_sitk(path, allow_nonfinite), path, dtype, allow_nonfinite)
 
 
 def write_image(path: str | os.PathLike, volume: Volume) -> None:
@@ -197,7 +198,7 @@ def read_image_series(path: str | os.PathLike, *, dtype: type = np.float32,
     """Read a 3D+t image (a 4D file) or a 3D one (one frame); bad files raise :class:`InputError` as
     :func:`read_image` does."""
     path = Path(path)
-    image = _read_sitk(path)
+    image = _read_sitk(path, allow_nonfinite)
     if image.GetDimension() == 3:
         volume = _volume_of(image, path, dtype, allow_nonfinite)
         return VolumeSeries(volume.array[None], volume.affine_lps)
@@ -224,6 +225,18 @@ def read_labelmap(path: str | os.PathLike, *, allow_empty: bool = False) -> Volu
     if not allow_empty and not np.any(volume.array > 0):
         raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
     return volume
+
+
+def read_labelmap_series(path: str | os.PathLike, *, allow_empty: bool = False) -> VolumeSeries:
+    """Read an integer labelmap of one or more frames (3D or 3D+t, as :func:`read_image_series`) as int16 frames;
+    refuses non-integer values, and a labelmap with no voxel > 0 unless ``allow_empty``."""
+    series = read_image_series(path, dtype=np.float32)
+    if not np.all(series.frames == np.round(series.frames)):
+        raise InputError(f"{path}: labelmap holds non-integer values")
+    series.frames = series.frames.astype(np.int16)
+    if not allow_empty and not np.any(series.frames > 0):
+        raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
+    return series
 
 
 def resample_to_roi(volume: Volume, roi: Roi, *, interpolation: str = "linear", default_value: float = 0.0) -> np.ndarray:

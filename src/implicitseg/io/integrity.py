@@ -5,7 +5,7 @@ noise), and its MetaImage reader reports a short file as "No such file or direct
 
 - NIfTI (``.nii``, ``.nii.gz``): the bytes after the header's ``vox_offset`` must hold every voxel that ``dim`` and
   ``bitpix`` declare; a gzip stream must end properly, its checksums matching (it is decompressed once, piece by
-  piece, and counted);
+  piece, and counted); float voxels must be finite (SimpleITK reads a NaN in a NIfTI file as 0);
 - NRRD (``.nrrd``, or ``.nhdr`` and its data file): gzip-encoded data must end properly, checksums matching (the
   NRRD reader counts the voxels itself);
 - MetaImage (``.mha``, or ``.mhd`` and its data file): compressed data must hold the ``CompressedDataSize`` bytes
@@ -20,9 +20,13 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from implicitseg.errors import InputError
+import numpy as np
+
+from implicitseg.errors import InputError, NonFiniteError
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BYTES = 1 << 20
@@ -36,60 +40,73 @@ METAIMAGE_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHO
 """Bytes per component of the MetaImage element types whose size does not depend on the writer's platform."""
 
 
-def check_image_file(path: Path) -> None:
+def check_image_file(path: Path, *, allow_nonfinite: bool = False) -> None:
     """Raise :class:`InputError` when the voxel data of the image file ``path`` ends before its header says, or
-    its compressed stream is damaged (see the module doc). Formats without such a check pass."""
+    its compressed stream is damaged, and :class:`NonFiniteError` for NaN or infinite NIfTI voxels unless
+    ``allow_nonfinite`` (see the module doc). Formats without such a check pass."""
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        _check_nifti(path)
+        _check_nifti(path, allow_nonfinite)
     elif name.endswith((".nrrd", ".nhdr")):
         _check_nrrd(path)
     elif name.endswith((".mha", ".mhd")):
         _check_metaimage(path)
 
 
-def _stream_length(path: Path, offset: int, head_bytes: int = 0) -> tuple[int, bytes, bool]:
+def _inflate(path: Path, offset: int, consume: Callable[[bytes], None]) -> bool:
     """Decompress the gzip or zlib stream that starts at byte ``offset`` of ``path``, and any gzip members that follow
-    it (bytes after a complete stream that start no member are ignored, as zlib's own readers do). Returns the
-    decompressed length, its first ``head_bytes`` bytes, and whether the stream ended properly (False: it is cut
-    short). Data that do not decompress (or whose checksum does not match) raise "damaged file"."""
+    it (bytes after a complete stream that start no member are ignored, as zlib's own readers do), handing each
+    decompressed piece to ``consume``. Returns whether the stream ended properly (False: it is cut short). Data that
+    do not decompress (or whose checksum does not match) raise "damaged file"."""
     decompressor = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip or a zlib header, whichever is there
-    length, head = 0, b""
     with open(path, "rb") as handle:
         handle.seek(offset)
         while data := handle.read(READ_BYTES):
             while data:
                 if decompressor.eof:
                     if not data.startswith(GZIP_MAGIC):
-                        return length, head, True
+                        return True
                     decompressor = zlib.decompressobj(wbits=47)
                 try:
                     piece = decompressor.decompress(data, INFLATE_BYTES)
                     while True:
-                        length += len(piece)
-                        head += piece[: max(head_bytes - len(head), 0)]
+                        consume(piece)
                         if len(piece) < INFLATE_BYTES and not decompressor.unconsumed_tail:
                             break
                         piece = decompressor.decompress(decompressor.unconsumed_tail, INFLATE_BYTES)
                 except zlib.error as error:
-                    raise InputError(f"{path}: damaged file: its compressed data does not decompress ({error})") from None
+                    raise InputError(f"{path}: damaged file: its compressed data does not decompress "
+                                     f"({error})") from None
                 data = decompressor.unused_data if decompressor.eof else b""
-    return length, head, decompressor.eof
+    return decompressor.eof
 
 
-def _nifti_layout(header: bytes) -> tuple[int, int] | None:
-    """(byte offset of the first voxel, bytes of voxel data) that a NIfTI-1 or NIfTI-2 header declares; None when
-    ``header`` is neither."""
+@dataclass(frozen=True)
+class NiftiLayout:
+    """Where a NIfTI file's voxels are: ``offset`` (bytes from the start of the uncompressed file), ``voxel_bytes``
+    (how many), and ``float_dtype`` (numpy dtype of float voxels, None for other types)."""
+
+    offset: int
+    voxel_bytes: int
+    float_dtype: np.dtype | None
+
+
+NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+"""NIfTI ``datatype`` codes of real float voxels → numpy type (without byte order)."""
+
+
+def nifti_layout(header: bytes) -> NiftiLayout | None:
+    """What a NIfTI-1 or NIfTI-2 header (its first 348 / 540 bytes) declares; None when ``header`` is neither."""
     for order in "<>":
         if len(header) < 4:
             return None
         size = struct.unpack_from(order + "i", header)[0]
         if size == 348 and len(header) >= 348:
             dims = struct.unpack_from(order + "8h", header, 40)
-            bitpix = struct.unpack_from(order + "h", header, 72)[0]
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 70)
             offset, minimum = struct.unpack_from(order + "f", header, 108)[0], 352
         elif size == 540 and len(header) >= 540:
-            bitpix = struct.unpack_from(order + "h", header, 14)[0]
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 12)
             dims = struct.unpack_from(order + "8q", header, 16)
             offset, minimum = struct.unpack_from(order + "q", header, 168)[0], 544
         else:
@@ -98,27 +115,60 @@ def _nifti_layout(header: bytes) -> tuple[int, int] | None:
         if not 1 <= n_dims <= 7 or bitpix <= 0 or bitpix % 8 or min(dims[1 : n_dims + 1]) < 1 \
                 or not math.isfinite(offset):
             return None
-        return max(int(offset), minimum), math.prod(dims[1 : n_dims + 1]) * bitpix // 8
+        float_type = NIFTI_FLOAT_TYPES.get(datatype)
+        return NiftiLayout(max(int(offset), minimum), math.prod(dims[1 : n_dims + 1]) * bitpix // 8,
+                           None if float_type is None else np.dtype(order + float_type))
     return None
 
 
-def _check_nifti(path: Path) -> None:
+class _NiftiScan:
+    """Consumes a NIfTI file's bytes in pieces: counts them, reads the header from the first ones, and notes whether
+    any float voxel is NaN or infinite (SimpleITK's NIfTI reader turns those into 0)."""
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.header = b""
+        self.layout: NiftiLayout | None = None
+        self.nonfinite = False
+        self._carry = b""
+
+    def __call__(self, piece: bytes) -> None:
+        start = self.length
+        self.length += len(piece)
+        if self.layout is None and len(self.header) < 540:
+            self.header += piece[: 540 - len(self.header)]
+            self.layout = nifti_layout(self.header) if len(self.header) >= 348 else None
+        layout = self.layout
+        if layout is None or layout.float_dtype is None or self.nonfinite:
+            return
+        voxels = self._carry + piece[max(layout.offset - start, 0): max(layout.offset + layout.voxel_bytes - start, 0)]
+        whole = len(voxels) // layout.float_dtype.itemsize * layout.float_dtype.itemsize
+        self._carry = voxels[whole:]
+        self.nonfinite = not np.all(np.isfinite(np.frombuffer(voxels[:whole], dtype=layout.float_dtype)))
+
+
+def _check_nifti(path: Path, allow_nonfinite: bool) -> None:
+    scan = _NiftiScan()
     with open(path, "rb") as handle:
-        start = handle.read(540)
-    if start.startswith(GZIP_MAGIC):
-        length, header, complete = _stream_length(path, 0, head_bytes=540)
+        compressed = handle.read(2) == GZIP_MAGIC
+    if compressed:
+        complete = _inflate(path, 0, scan)
     else:
-        length, header, complete = path.stat().st_size, start, True
-    layout = _nifti_layout(header)
+        with open(path, "rb") as handle:
+            while piece := handle.read(INFLATE_BYTES):
+                scan(piece)
+        complete = True
+    layout = scan.layout
     if layout is None:
         if not complete:
             raise InputError(f"{path}: truncated file: its gzip stream ends early")
         return
-    offset, voxel_bytes = layout
-    if not complete or length < offset + voxel_bytes:
+    if not complete or scan.length < layout.offset + layout.voxel_bytes:
         how = "" if complete else "the gzip stream ends early: "
-        raise InputError(f"{path}: truncated file: {how}{max(length - offset, 0):,} of the {voxel_bytes:,} bytes "
-                         f"of voxel data its header declares are there")
+        raise InputError(f"{path}: truncated file: {how}{max(scan.length - layout.offset, 0):,} of the "
+                         f"{layout.voxel_bytes:,} bytes of voxel data its header declares are there")
+    if scan.nonfinite and not allow_nonfinite:
+        raise NonFiniteError(f"{path}: image holds NaN or infinite intensities")
 
 
 def _header_fields(text: bytes, separator: str) -> dict[str, str]:
@@ -158,7 +208,7 @@ def _check_nrrd(path: Path) -> None:
     target = _data_file(path, detached) if detached is not None else path
     if target is None or (detached is None and header_end < 0):
         return
-    if not _stream_length(target, 0 if detached is not None else header_end + 2)[2]:
+    if not _inflate(target, 0 if detached is not None else header_end + 2, len):
         where = f" (in its data file {target.name})" if detached is not None else ""
         raise InputError(f"{path}: truncated file: its gzip-compressed voxel data ends early{where}")
 
@@ -178,7 +228,7 @@ def _check_metaimage(path: Path) -> None:
     compressed = fields.get("compresseddata", "false").lower() == "true"
     where = "" if name == "LOCAL" else f" (in its data file {name})"
     if compressed and "compresseddatasize" not in fields:
-        if not _stream_length(target, offset)[2]:
+        if not _inflate(target, offset, len):
             raise InputError(f"{path}: truncated file: its compressed voxel data ends early{where}")
         return
     try:

@@ -26,7 +26,8 @@ class Method:
     - ``predict_image(model, config, image, image_path, *, device, output_grid, seed[, frames]) -> ImagePrediction``
       for one that segments whole images (no ROI needed) on any grid ``(shape, affine)``; ``read_input(path)``
       reads its input (default: a 3D image);
-    - neither for a method that only serves others (the ROI detector, used through ``predict --roi-run``).
+    - neither for a method that only serves others (the ROI detector, used through ``predict --roi-run``);
+    - ``needs_label``: ``prepare`` needs every case's labelmap (otherwise a labelmap or a mesh will do).
     """
 
     name: str
@@ -40,6 +41,7 @@ class Method:
     predict_roi: Callable[..., Any] | None = None
     predict_image: Callable[..., Any] | None = None
     read_input: Callable[..., Any] | None = None
+    needs_label: bool = False
 
 
 PresetConfig = TypeVar("PresetConfig")

@@ -134,4 +134,5 @@ METHOD = Method(
     train=partial(train_run, RECIPE),
     load=partial(load_model, RECIPE),
     predict_image=predict_image,
+    needs_label=True,
 )

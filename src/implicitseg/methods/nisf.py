@@ -56,7 +56,7 @@ def preset_for_res(res: int | None) -> str:
 
 
 def prepare(dataset_dir: Path, out_dir: Path, config: NisfConfig, *, workers: int = 1, val_fraction: float = 0.2,
-            seed: int = 0, progress: ProgressCallback | None = None) -> dict:
+            seed: int = 0, resample_labels: bool = False, progress: ProgressCallback | None = None) -> dict:
     """Prepare every training case with the dataset's classes, one latent row per training subject, and time
     as a coordinate when the images have several frames."""
     config = copy_preset({"": config}, "")
@@ -71,7 +71,8 @@ def prepare(dataset_dir: Path, out_dir: Path, config: NisfConfig, *, workers: in
                "labels": {str(value): name for value, name in enumerate(config.labels.names)},
                "latent_rows": {case: row for row, case in enumerate(splits["train"])}}
     return prepare_dataset(dataset_dir, out_dir, config, prepare_one=prepare_nisf_case, manifest_entries=entries,
-                           workers=workers, val_fraction=val_fraction, seed=seed, progress=progress)
+                           workers=workers, val_fraction=val_fraction, seed=seed, resample_labels=resample_labels,
+                           progress=progress)
 
 
 def fit_subject(model: NisfModel, config: NisfConfig, series: VolumeSeries, *, device: torch.device,
@@ -157,4 +158,5 @@ METHOD = Method(
     load=partial(load_model, RECIPE),
     predict_image=predict_image,
     read_input=read_image_series,
+    needs_label=True,
 )

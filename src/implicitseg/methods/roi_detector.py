@@ -41,4 +41,5 @@ METHOD = Method(
     prepare=partial(prepare_dataset, prepare_one=prepare_detector_case, manifest_entries=LABEL_MANIFEST_ENTRIES),
     train=partial(train_run, RECIPE),
     load=partial(load_model, RECIPE),
+    needs_label=True,
 )

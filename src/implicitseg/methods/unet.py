@@ -67,4 +67,5 @@ METHOD = Method(
     train=partial(train_run, RECIPE),
     load=partial(load_model, RECIPE),
     predict_roi=predict_roi,
+    needs_label=True,
 )
