@@ -19,6 +19,7 @@ import numpy as np
 import trimesh
 
 from implicitseg.config import SurfaceSamplingConfig
+from implicitseg.data.check import InputRules
 from implicitseg.data.prepare import prepare_case
 from implicitseg.geometry.frames import affine_from_geometry, index_to_world
 from implicitseg.geometry.sampling import shape_diameter_mm
@@ -108,7 +109,7 @@ def time_cases(cases: list[Case], mesh_space: str, out: Path, *, label_only: boo
             if case.label is None:
                 continue
             case = Case(case.case_id, case.image, case.label, None)
-        results.append(prepare_case(case, out, config, mesh_space))
+        results.append(prepare_case(case, out, config, InputRules(mesh_space=mesh_space)))
     return results
 
 
