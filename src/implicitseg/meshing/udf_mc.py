@@ -41,6 +41,10 @@ CELL_EDGES = np.array([[a, b] for a in range(8) for b in range(a + 1, 8)
 BLOCK_CELLS = 64
 """Marching cubes runs on dense blocks of at most this many cells per side (memory stays small at fine cells)."""
 
+SEAM_MIN_SLOPE = 0.5
+"""A seam needs both corners' gradients at least this steep (an exact distance field's is 1): in the flat trough of a
+learned field's zero level the gradients' directions are noise, and agreeing ones there are no sign of a seam."""
+
 VERTEX_MERGE_CELLS = 1e-4
 """Vertices from neighbouring blocks closer than this (in cells) are one vertex."""
 
@@ -211,8 +215,9 @@ def _march_band(band: DistanceBand, pseudo_signed: np.ndarray) -> tuple[np.ndarr
 
 
 def _seam_vertices(band: DistanceBand, vertices_cells: np.ndarray) -> np.ndarray:
-    """(V,) True where a marched vertex sits on a grid edge whose corners' gradients agree (``∇f_a · ∇f_b > 0``):
-    the pseudo-sign changed there without the field crossing a surface (the seam that runs off an open boundary).
+    """(V,) True where a marched vertex sits on a grid edge whose corners' gradients agree (``∇f_a · ∇f_b > 0``) and
+    are steep (:data:`SEAM_MIN_SLOPE`): the pseudo-sign changed there without the field crossing a surface (the seam
+    that runs off an open boundary).
     Vertices on a corner are never seams. ``vertices_cells``: (V, 3) in grid steps from the grid's lower corner."""
     offset = vertices_cells - np.round(vertices_cells)
     axis = np.argmax(np.abs(offset), axis=1)
@@ -226,8 +231,10 @@ def _seam_vertices(band: DistanceBand, vertices_cells: np.ndarray) -> np.ndarray
     order = np.argsort(keys)
     rows_lower, rows_upper = (order[np.searchsorted(keys, corner_keys(corners, band.cells_per_side), sorter=order)]
                               for corners in (lower, upper))
-    agree = np.einsum("ij,ij->i", band.gradients[rows_lower], band.gradients[rows_upper]) > 0
-    return on_edge & agree
+    gradient_lower, gradient_upper = band.gradients[rows_lower], band.gradients[rows_upper]
+    agree = np.einsum("ij,ij->i", gradient_lower, gradient_upper) > 0
+    steep = np.minimum(np.linalg.norm(gradient_lower, axis=1), np.linalg.norm(gradient_upper, axis=1)) > SEAM_MIN_SLOPE
+    return on_edge & agree & steep
 
 
 def _face_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
