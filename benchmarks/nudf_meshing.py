@@ -13,7 +13,8 @@ held-out image (ROI at its label's centre of mass: the NUDF part alone) with eac
 Prints per extractor the median time per stage, the decoder's point counts, the surface metrics (mean over the
 cases, every case counted) and the share of cases whose mesh has as many boundary loops as the ground truth; then
 the paired comparison of each extractor against ``paper`` (``implicitseg compare``: B − A, 95 % bootstrap interval,
-Wilcoxon p). Writes OUT/meshing_summary.json. Run nothing else on the machine meanwhile: the times are wall times.
+Wilcoxon p). Writes OUT/meshing_summary.json. An extractor already measured under OUT/extract is read back, not run
+again, unless named in --redo. Run nothing else on the machine meanwhile: the times are wall times.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--dense", type=int, default=1_000_000, help="dense points of the Poisson recipes")
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTORS))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--redo", nargs="*", default=[], help="extractors to measure again (others already measured "
+                        "under OUT/extract are read back)")
     args = parser.parse_args()
 
     dataset, run = train_once(args)
@@ -90,16 +93,20 @@ def main() -> None:
     for extractor in args.extractors:
         name = extractor.replace("@", "_")
         predictions, metrics = args.out / "extract" / name, args.out / "extract" / f"{name}_metrics"
-        config = configure(trained, extractor, args.dense)
-        save_config(run / "config.yaml", config)
-        start = time.perf_counter()
-        try:
-            results = pipeline.run_predict(run, [dataset / "imagesTs"], predictions, roi_label=dataset / "labelsTs",
-                                           device=args.device, show_progress=False)
-        finally:
-            save_config(run / "config.yaml", trained)
-        wall_s = time.perf_counter() - start
-        pipeline.run_evaluate(predictions, dataset, metrics)
+        if Path(f"{metrics}.summary.json").is_file() and extractor not in args.redo:  # measured before: reuse
+            results = [json.loads(path.read_text()) for path in sorted(predictions.glob("*/prediction.json"))]
+            wall_s = sum(r["timings"]["total_s"] for r in results)
+        else:
+            config = configure(trained, extractor, args.dense)
+            save_config(run / "config.yaml", config)
+            start = time.perf_counter()
+            try:
+                results = pipeline.run_predict(run, [dataset / "imagesTs"], predictions,
+                                               roi_label=dataset / "labelsTs", device=args.device, show_progress=False)
+            finally:
+                save_config(run / "config.yaml", trained)
+            wall_s = time.perf_counter() - start
+            pipeline.run_evaluate(predictions, dataset, metrics)
         summary = json.loads(Path(f"{metrics}.summary.json").read_text())
         loops = {r["case"]: boundary_loops(read_mesh(r["mesh"]).faces) for r in results}
         stages = sorted({key for r in results for key in r["timings"]})

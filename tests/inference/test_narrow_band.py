@@ -25,8 +25,9 @@ def test_band_holds_every_cell_the_surface_passes_through(name):
     kept = {tuple(cell) for cell in band.cells_ijk.tolist()}
     missing = [cell for cell in map(tuple, crossed.tolist()) if cell not in kept]
     assert not missing, f"{len(missing)} of {len(crossed)} surface cells dropped"
-    # the band is narrow: a few cells across the surface, not the cube
-    assert len(band.cells_ijk) < 8 * len(crossed)
+    # the band is narrow: a few cells across the surface (its width is set by the face distance and the margin)
+    across = 2 * (0.75 + 1.5 * np.sqrt(3) / 2 * 0.5) / 0.5 + 1
+    assert len(band.cells_ijk) < 1.5 * across * len(crossed) and len(band.cells_ijk) < 0.05 * 140 ** 3
 
 
 def test_finest_values_and_gradients_are_the_fields():

@@ -16,7 +16,8 @@ from meshing.analytic_fields import (FIELDS, HOLE_RADIUS, MM, RADIUS, ROI_MM, SH
                                      sphere_and_speck)
 
 CELL_MM = 0.5
-FACE_UNIT = 0.5 * MM
+FACE_UNIT = BandConfig().max_face_distance_mm * MM
+"""The default face distance: sheets 2 mm apart must stay apart with it."""
 
 
 def extract(field, cell_mm: float = CELL_MM):

@@ -24,10 +24,6 @@ from implicitseg.config import BandConfig
 from implicitseg.errors import InputError
 from implicitseg.meshing.udf_mc import CORNER_OFFSETS, DistanceBand, corner_keys
 
-ProgressCallback = Callable[[int, int], None]
-"""``(points_done, points_total)`` of the current decoder pass."""
-
-
 class FieldQuery:
     """Batched queries of a distance-field model whose encoder has run: distances, and gradients on request.
 
@@ -36,11 +32,10 @@ class FieldQuery:
     """
 
     def __init__(self, decode: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
-                 features: list[torch.Tensor], batch_points: int, progress: ProgressCallback | None = None) -> None:
+                 features: list[torch.Tensor], batch_points: int) -> None:
         self.decode = decode
         self.features = features
         self.batch_points = int(batch_points)
-        self.progress = progress
         self.device = features[0].device
         self.n_forward = 0
         self.n_gradient = 0
@@ -73,8 +68,6 @@ class FieldQuery:
         for start in range(0, total, self.batch_points):
             stop = min(start + self.batch_points, total)
             yield start, stop, torch.from_numpy(np.ascontiguousarray(points_unit[start:stop], dtype=np.float32)).to(self.device)
-            if self.progress is not None:
-                self.progress(stop, total)
 
 
 @dataclass
