@@ -159,7 +159,7 @@ def predict(
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
     mesher: Annotated[Optional[Mesher], typer.Option(help="nudf: udf-mc = the surface straight from the field's narrow band (default); poisson = the paper's dense point cloud + screened Poisson.")] = None,
-    band_mm: Annotated[Optional[float], typer.Option(help="nudf, udf-mc: the narrow band's finest cell, mm (default 0.5).")] = None,
+    band_mm: Annotated[Optional[float], typer.Option(help="nudf, udf-mc: the narrow band's finest cell, mm (default 1.0; the vertices lie between corners, finer than this).")] = None,
 ) -> None:
     """Predict a mesh per image (plus the dense point cloud, or a labelmap), in the image's physical space. ROI
     methods (nudf, unet) need exactly one of --roi-center, --roi-label, --roi-run; whole-image methods

@@ -122,7 +122,7 @@ class BandConfig:
     margin for the learned field's error), kept cells are split into 8, down to cells of at most ``cell_mm``.
     ``batch_points`` decoder queries at a time."""
 
-    cell_mm: float = 0.5
+    cell_mm: float = 1.0
     coarse_cells: int = 32
     margin: float = 1.5
     max_face_distance_mm: float = 0.75

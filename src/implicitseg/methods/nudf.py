@@ -77,7 +77,7 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     """Mesh and points for one ROI image (res³, (Z, Y, X)), world LPS mm; the encoder runs once.
 
     ``config.meshing.method``: ``udf-mc`` extracts the surface from the field's narrow band (points.ply: the band's
-    corners within half a cell of the surface, projected one step along the gradient onto it); ``poisson`` is the paper's recipe (dense
+    corners within half a cell of the surface, moved onto it by one Newton step along the gradient, at most a cell); ``poisson`` is the paper's recipe (dense
     point cloud by gradient projection → screened Poisson → trimming). Both keep the surfaces
     ``config.meshing.components`` selects; what they dropped is in ``RoiPrediction.meshing``.
     """
@@ -125,9 +125,10 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
         raise InputError(f"the model found no surface in the ROI centred at {centre} mm (its distance field comes "
                          f"no closer than {config.meshing.band.max_face_distance_mm} mm to zero on a connected "
                          f"surface): check the ROI centre and the image")
-    near = band.distances <= band.cell_size / 2  # one projection step from within half a cell of the surface
-    directions = band.gradients[near] / np.maximum(np.linalg.norm(band.gradients[near], axis=1, keepdims=True), 1e-12)
-    points_unit = band.corner_points()[near] - band.distances[near, None] * directions
+    near = band.distances <= band.cell_size / 2
+    slope = np.maximum(np.linalg.norm(band.gradients[near], axis=1, keepdims=True), 1e-12)
+    step = np.minimum(band.distances[near, None] / slope, band.cell_size)  # Newton's step, at most a cell
+    points_unit = band.corner_points()[near] - step * band.gradients[near] / slope
     timings = {"encoder_s": encoder_s, "band_s": band_stats["band_s"],
                "surface_s": sum(v for k, v in surface_stats.items() if k.endswith("_s")) + components_s}
     timings["meshing_s"] = timings["band_s"] + timings["surface_s"]
