@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/nudf_quality.py --out bench_out/quality --preset nudf-demo --cases 24 --minutes 20
 
-Runs synth → prepare → train (for --minutes) → predict (dense cloud of --dense points per case) → evaluate
-through the same pipeline functions as the CLI, and prints: prepare time per case, training epochs, predict
-time split into encoder / dense point cloud / meshing, and median and mean surface metrics (mm).
+Runs synth → prepare → train (for --minutes) → predict (--mesher: udf-mc, or poisson with a dense cloud of --dense
+points per case) → evaluate through the same pipeline functions as the CLI, and prints: prepare time per case,
+training epochs, predict time per stage, and median and mean surface metrics (mm).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("--preset", default="nudf-demo")
     parser.add_argument("--cases", type=int, default=24, help="training cases (test cases: cases // 5)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget (wall time)")
-    parser.add_argument("--dense", type=int, default=1_000_000, help="dense point cloud size at prediction")
+    parser.add_argument("--dense", type=int, default=1_000_000, help="dense point cloud size at prediction (poisson)")
+    parser.add_argument("--mesher", default="udf-mc", choices=["udf-mc", "poisson"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="auto")
@@ -50,9 +51,10 @@ def main() -> None:
                                  resume=(run / "checkpoints" / "last.ckpt").is_file(), show_progress=False)
     train_wall_s = time.perf_counter() - start
 
-    # prediction with the benchmark's dense-cloud size (the paper's 1M by default)
+    # prediction with the run's extractor (--mesher) and, for poisson, the benchmark's dense-cloud size (the paper's 1M)
     config = config_from_dict(NudfConfig, load_yaml(run / "config.yaml"))
     config.point_cloud.n_dense = args.dense
+    config.meshing.method = args.mesher
     save_config(run / "config.yaml", config)
     results = pipeline.run_predict(run, [dataset], predictions, roi_label=dataset / "labelsTs", device=args.device,
                                    show_progress=False)
@@ -68,9 +70,10 @@ def main() -> None:
           f"held-out test {len(results)}")
     print(f"prepare: {prepare_wall_s / max(len(manifest['cases']), 1):.2f} s per case (wall, {args.workers} workers)")
     print(f"train: {train_wall_s / 60:.1f} min wall, {summary['epochs_completed']} epochs, best val loss {summary.get('best_val_loss')}")
-    print(f"predict ({args.dense} dense points): encoder {stat('encoder_s')}, point cloud {stat('point_cloud_s')}, "
-          f"meshing {stat('meshing_s')}, total {stat('total_s')}")
-    print(f"dense points kept: median {int(np.median([r['counts']['n_points'] for r in results]))}")
+    stages = [key for key in results[0]["timings"] if key.endswith("_s")]
+    print(f"predict ({config.meshing.method}; {args.dense} dense points for poisson): "
+          + ", ".join(f"{key[:-2]} {stat(key)}" for key in stages))
+    print(f"points kept: median {int(np.median([r['counts']['n_points'] for r in results]))}")
     print(table)
     print(json.dumps(summary_metrics, indent=1))
 
