@@ -27,8 +27,8 @@ from implicitseg.meshing.udf_mc import CORNER_OFFSETS, DistanceBand, corner_keys
 class FieldQuery:
     """Batched queries of a distance-field model whose encoder has run: distances, and gradients on request.
 
-    ``decode(features, points (1, N, 3) unit) -> (1, N)`` as :class:`~implicitseg.inference.pointcloud.DistanceFieldModel`
-    has it; ``n_forward`` / ``n_gradient`` count the points asked so far.
+    ``decode(features, points (1, N, 3) unit) -> (1, N)`` as
+    :class:`~implicitseg.inference.pointcloud.DistanceFieldModel` has it; ``n_forward`` / ``n_gradient`` count the points asked so far.
     """
 
     def __init__(self, decode: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor],
@@ -67,7 +67,8 @@ class FieldQuery:
         total = len(points_unit)
         for start in range(0, total, self.batch_points):
             stop = min(start + self.batch_points, total)
-            yield start, stop, torch.from_numpy(np.ascontiguousarray(points_unit[start:stop], dtype=np.float32)).to(self.device)
+            batch = np.ascontiguousarray(points_unit[start:stop], dtype=np.float32)
+            yield start, stop, torch.from_numpy(batch).to(self.device)
 
 
 @dataclass

@@ -75,12 +75,13 @@ def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *,
 
     ``points_world_mm``: (N, 3) float, world LPS mm. Returns the mesh in world LPS mm and a dict of plain
     numbers: ``*_s`` timings per step and ``total_s`` (seconds), ``n_dense``, ``n_subsample``,
-    ``n_poisson_faces``, ``n_trimmed_faces`` (deleted by step 5), ``max_hole_edges``, ``n_vertices``,
-    ``n_faces``, ``n_boundary_edges``, and ``components_{after_poisson,after_trim,final}`` (what each selection kept
-    and dropped). ``distance_mm_at``: (P, 3) world mm → (P,) the field's distance in mm, for step 4's support. ``seed`` fixes step 1 (pool and sampler). ``threads`` is screened
-    Poisson's thread count: with 1, the same cloud, config and seed give a bit-identical mesh; more threads
-    are faster on idle cores but change the last float bits and slow down badly on busy ones (OpenMP).
-    Raises :class:`InputError` for a bad cloud or configuration, or when no surface remains.
+    ``n_poisson_faces``, ``n_trimmed_faces`` (deleted by step 5), ``max_hole_edges``, ``n_vertices``, ``n_faces``,
+    ``n_boundary_edges``, and ``components_{after_poisson,after_trim,final}`` (what each selection kept and
+    dropped). ``distance_mm_at``: (P, 3) world mm → (P,) the field's distance in mm, for step 4's support. ``seed``
+    fixes step 1 (pool and sampler). ``threads`` is screened Poisson's thread count: with 1, the same cloud, config
+    and seed give a bit-identical mesh; more threads are faster on idle cores but change the last float bits and
+    slow down badly on busy ones (OpenMP). Raises :class:`InputError` for a bad cloud or configuration, or when no
+    surface remains.
     """
     _check_config(config)
     points = _check_points(points_world_mm, config)
@@ -90,7 +91,8 @@ def mesh_from_point_cloud(points_world_mm: np.ndarray, config: MeshingConfig, *,
     points_centred_mm = points - centre_world_mm
 
     def keep_components(vertices_mm: np.ndarray, faces: np.ndarray, step: str) -> tuple[np.ndarray, np.ndarray]:
-        distance_mm = None if distance_mm_at is None or len(faces) == 0 else distance_mm_at(vertices_mm + centre_world_mm)
+        distance_mm = (None if distance_mm_at is None or len(faces) == 0
+                       else distance_mm_at(vertices_mm + centre_world_mm))
         vertices_mm, faces, selection = select_components(vertices_mm, faces, config.components, distance_mm)
         info[f"components_{step}"] = selection.to_json()
         return vertices_mm, faces

@@ -141,7 +141,8 @@ def extract_open_surface(band: DistanceBand, distance_at: Callable[[np.ndarray],
     ``distance_at``: (P, 3) points in the band's frame → (P,) field distances (the removal test of step 3 asks it at
     the vertices and edge midpoints). ``max_face_distance`` in the field's units. Returns vertices (V, 3) float64 in
     the band's frame, faces (F, 3) int64, the field at the vertices (V,), and plain-number stats: ``*_s`` timings,
-    ``n_band_parts``, ``n_marched_faces``, ``n_seam_faces``, ``n_removed_faces`` (seams included), ``n_field_queries``. No faces → empty arrays.
+    ``n_band_parts``, ``n_marched_faces``, ``n_seam_faces``, ``n_removed_faces`` (seams included),
+    ``n_field_queries``. No faces → empty arrays.
     """
     stats: dict = {}
     tic = time.perf_counter()
@@ -153,7 +154,7 @@ def extract_open_surface(band: DistanceBand, distance_at: Callable[[np.ndarray],
     stats["marching_cubes_s"] = time.perf_counter() - tic
     stats["n_marched_faces"] = len(faces)
     if len(faces) == 0:
-        stats.update(n_removed_faces=0, n_field_queries=0, face_test_s=0.0)
+        stats.update(n_seam_faces=0, n_removed_faces=0, n_field_queries=0, face_test_s=0.0)
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0), stats
 
     tic = time.perf_counter()
@@ -215,8 +216,8 @@ def _march_band(band: DistanceBand, pseudo_signed: np.ndarray) -> tuple[np.ndarr
 
 
 def _seam_vertices(band: DistanceBand, vertices_cells: np.ndarray) -> np.ndarray:
-    """(V,) True where a marched vertex sits on a grid edge whose corners' gradients agree (``∇f_a · ∇f_b > 0``) and
-    are steep (:data:`SEAM_MIN_SLOPE`): the pseudo-sign changed there without the field crossing a surface (the seam
+    """(V,) True where a marched vertex sits on a grid edge whose corners' gradients agree (``∇f_a · ∇f_b > 0``)
+    and are steep (:data:`SEAM_MIN_SLOPE`): the pseudo-sign changed there without the field crossing a surface (the seam
     that runs off an open boundary).
     Vertices on a corner are never seams. ``vertices_cells``: (V, 3) in grid steps from the grid's lower corner."""
     offset = vertices_cells - np.round(vertices_cells)

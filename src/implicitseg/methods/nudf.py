@@ -77,9 +77,9 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     """Mesh and points for one ROI image (res³, (Z, Y, X)), world LPS mm; the encoder runs once.
 
     ``config.meshing.method``: ``udf-mc`` extracts the surface from the field's narrow band (points.ply: the band's
-    corners within half a cell of the surface, moved onto it by one Newton step along the gradient, at most a cell); ``poisson`` is the paper's recipe (dense
-    point cloud by gradient projection → screened Poisson → trimming). Both keep the surfaces
-    ``config.meshing.components`` selects; what they dropped is in ``RoiPrediction.meshing``.
+    corners within half a cell of the surface, moved onto it by one Newton step along the gradient, at most a cell);
+    ``poisson`` is the paper's recipe (dense point cloud by gradient projection → screened Poisson → trimming). Both
+    keep the surfaces ``config.meshing.components`` selects; what they dropped is in ``RoiPrediction.meshing``.
     """
     if config.meshing.method not in MESHERS:
         raise InputError(f"meshing.method must be one of {list(MESHERS)}, got {config.meshing.method!r}")
