@@ -219,11 +219,7 @@ def read_labelmap(path: str | os.PathLike, *, allow_empty: bool = False) -> Volu
     """Read an integer labelmap; raises :class:`InputError` if it has no foreground voxel (unless
     ``allow_empty``: a prediction may be empty and still be scored)."""
     volume = read_image(path, dtype=np.float32)
-    if not np.all(volume.array == np.round(volume.array)):
-        raise InputError(f"{path}: labelmap holds non-integer values")
-    volume.array = volume.array.astype(np.int16)
-    if not allow_empty and not np.any(volume.array > 0):
-        raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
+    volume.array = _checked_labels(volume.array, path, allow_empty)
     return volume
 
 
@@ -231,12 +227,18 @@ def read_labelmap_series(path: str | os.PathLike, *, allow_empty: bool = False) 
     """Read an integer labelmap of one or more frames (3D or 3D+t, as :func:`read_image_series`) as int16 frames;
     refuses non-integer values, and a labelmap with no voxel > 0 unless ``allow_empty``."""
     series = read_image_series(path, dtype=np.float32)
-    if not np.all(series.frames == np.round(series.frames)):
-        raise InputError(f"{path}: labelmap holds non-integer values")
-    series.frames = series.frames.astype(np.int16)
-    if not allow_empty and not np.any(series.frames > 0):
-        raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
+    series.frames = _checked_labels(series.frames, path, allow_empty)
     return series
+
+
+def _checked_labels(values: np.ndarray, path: str | os.PathLike, allow_empty: bool) -> np.ndarray:
+    """``values`` as int16 labels; non-integer values, or no voxel > 0 (unless ``allow_empty``), raise InputError."""
+    if not np.all(values == np.round(values)):
+        raise InputError(f"{path}: labelmap holds non-integer values")
+    labels = values.astype(np.int16)
+    if not allow_empty and not np.any(labels > 0):
+        raise InputError(f"{path}: labelmap is empty (no voxel > 0)")
+    return labels
 
 
 def resample_to_roi(volume: Volume, roi: Roi, *, interpolation: str = "linear", default_value: float = 0.0) -> np.ndarray:

@@ -73,6 +73,12 @@ class DistanceBand:
         """(K, 3) float64 positions of the corners in the field's frame."""
         return self.lower + self.corners_ijk.astype(np.float64) * self.cell_size
 
+    def corner_rows(self, corners_ijk: np.ndarray) -> np.ndarray:
+        """Rows of :attr:`corners_ijk` holding the corners ``(..., 3)`` (every one must be a band corner)."""
+        keys = corner_keys(self.corners_ijk, self.cells_per_side)
+        order = np.argsort(keys)
+        return order[np.searchsorted(keys, corner_keys(corners_ijk, self.cells_per_side), sorter=order)]
+
 
 def corner_keys(corners_ijk: np.ndarray, cells_per_side: int) -> np.ndarray:
     """(...,) int64 linear index of corners ``(..., 3)`` on a grid of ``cells_per_side`` cells (+1 corners) per side."""
@@ -93,11 +99,8 @@ def pseudo_signs(band: DistanceBand) -> tuple[np.ndarray, int]:
     See the module docstring, step 1. Corners with a zero gradient join by the floor weight and keep their parent's
     sign.
     """
-    keys = corner_keys(band.corners_ijk, band.cells_per_side)
-    order = np.argsort(keys)
-    cell_corner_keys = corner_keys(band.cells_ijk[:, None, :] + CORNER_OFFSETS[None], band.cells_per_side)
-    cell_corners = order[np.searchsorted(keys, cell_corner_keys, sorter=order)]  # (C, 8) rows into corners_ijk
-    n_corners = len(keys)
+    cell_corners = band.corner_rows(band.cells_ijk[:, None, :] + CORNER_OFFSETS[None])  # (C, 8)
+    n_corners = len(band.corners_ijk)
     pairs = np.sort(cell_corners[:, CELL_EDGES].reshape(-1, 2), axis=1)
     edge_keys = unique_sorted(pairs[:, 0] * np.int64(n_corners) + pairs[:, 1])  # each edge once
     edges = np.stack([edge_keys // n_corners, edge_keys % n_corners], axis=1)
@@ -228,11 +231,7 @@ def _seam_vertices(band: DistanceBand, vertices_cells: np.ndarray) -> np.ndarray
     lower[rows, axis] = np.floor(vertices_cells[rows, axis]).astype(np.int64)
     upper = lower.copy()
     upper[rows, axis] += 1
-    keys = corner_keys(band.corners_ijk, band.cells_per_side)
-    order = np.argsort(keys)
-    rows_lower, rows_upper = (order[np.searchsorted(keys, corner_keys(corners, band.cells_per_side), sorter=order)]
-                              for corners in (lower, upper))
-    gradient_lower, gradient_upper = band.gradients[rows_lower], band.gradients[rows_upper]
+    gradient_lower, gradient_upper = band.gradients[band.corner_rows(lower)], band.gradients[band.corner_rows(upper)]
     agree = np.einsum("ij,ij->i", gradient_lower, gradient_upper) > 0
     steep = np.minimum(np.linalg.norm(gradient_lower, axis=1), np.linalg.norm(gradient_upper, axis=1)) > SEAM_MIN_SLOPE
     return on_edge & agree & steep
