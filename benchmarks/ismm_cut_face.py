@@ -6,7 +6,7 @@ Reads what ``benchmarks/ismm_table.py --out OUT`` left (the dataset and the trai
 each held-out case's ``missing_part`` corruption exactly as that script does (same ``--seed``) and refines it
 twice with the run's TIM settings: with the paper's rule, and with the same ranking after the
 initial surface's points within ``--band-mm`` of the cutting plane are ranked last (an oracle: the corruption's own
-plane, which no real refinement knows). A diagnostic, so it wraps the refinement's private alignment-and-score step.
+plane, which no real refinement knows). A diagnostic, so it wraps the refinement's alignment step.
 Prints per case and mean: Dice before / after each, the share of the removed voxels that came back, and the
 share of the initial surface's points, and of the trusted ones under the paper's rule, that lie on the cut face;
 writes ``OUT/cut_face.json``.
@@ -15,6 +15,7 @@ writes ``OUT/cut_face.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def main() -> None:
     from implicitseg.training.run import load_model
 
     model, config = load_model(ismm.RECIPE, args.out / "run", "best")
-    paper_scores = refinement._align_and_score
+    paper_scores = refinement.align_initial
     rows = []
     for label_path in sorted((args.out / "dataset" / "labelsTs").glob("*.nii.gz")):
         case = label_path.name.replace(".nii.gz", "")
@@ -59,14 +60,15 @@ def main() -> None:
 
         def scorer(tell_the_cut: bool):
             def scores(initial_points, template_points_mm, run_config, seed):
-                similarity, used, score = paper_scores(initial_points, template_points_mm, run_config, seed)
+                alignment = paper_scores(initial_points, template_points_mm, run_config, seed)
+                used, score = alignment.used, alignment.posterior_mass
                 on_cut = np.abs((initial_points[used] - center) @ normal - offset_mm) < args.band_mm
                 if tell_the_cut:
                     score = np.where(on_cut, -np.inf, score)
                 n_trusted = max(4, int(round(run_config.tim.trusted_fraction * len(used))))
                 seen["cut_share_of_surface"] = float(on_cut.mean())
                 seen["cut_share_of_trusted"] = float(on_cut[np.argsort(-score, kind="stable")[:n_trusted]].mean())
-                return similarity, used, score
+                return dataclasses.replace(alignment, posterior_mass=score)
             return scores
 
         initial = corruption.labelmap
@@ -74,11 +76,11 @@ def main() -> None:
         truth_mask, initial_mask = truth.array > 0, initial.array > 0
         row = {"case": case, "dice_before": dice(initial_mask, truth_mask)}
         for name, tell_the_cut in (("paper", False), ("told_the_cut", True)):
-            refinement._align_and_score = scorer(tell_the_cut)
+            refinement.align_initial = scorer(tell_the_cut)
             try:
                 refined = refinement.refine_surface(model, config, surface, (truth.shape, truth.affine_lps), seed=0)
             finally:
-                refinement._align_and_score = paper_scores
+                refinement.align_initial = paper_scores
             refined_mask = refined.labelmap.array > 0
             row[f"dice_{name}"] = dice(refined_mask, truth_mask)
             row[f"regrown_{name}"] = repairs(initial, refined.labelmap, truth)["regrown"]

@@ -1,9 +1,12 @@
-"""ISMM on the synthetic organ phantom: an initial segmentation before vs after refinement by the shape prior.
+"""ISMM on a synthetic anatomy: an initial segmentation before vs after refinement by the shape prior.
 
     .venv/bin/python benchmarks/ismm_table.py --out bench_out/ismm --cases 24 --test-cases 8 --minutes 10 --unet-minutes 5
+    .venv/bin/python benchmarks/ismm_table.py --kind laa --out bench_out/ismm_laa --cases 30 --test-cases 10 \
+        --epochs 400 --unet-minutes 5
 
-Runs synth (organ; the shape is the organ with its lesion, label > 0) → prepare ISMM (``--preset``) → train for
-``--minutes`` → for every held-out case and every initial segmentation:
+Runs synth (``--kind organ``: the shape is the organ with its lesion, label > 0; ``laa``: the left atrial appendage,
+thin, curved and lobed) → prepare ISMM (``--preset``) → train for
+``--minutes`` (or ``--epochs``, for a machine that is shared) → for every held-out case and every initial segmentation:
 - the ground truth damaged by each corruption of ``data/corruption.py`` (holes, blobs, missing part, staircase)
   and by all four at once;
 - the prediction of a U-Net (``implicit-unet`` preset ``iunet-conv-demo``: the U-Net baseline on whole images,
@@ -90,7 +93,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24, help="training shapes")
     parser.add_argument("--test-cases", type=int, default=None, help="held-out cases (default: cases // 5)")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--kind", choices=("organ", "laa"), default="organ", help="the synthetic anatomy")
     parser.add_argument("--minutes", type=float, default=12.0)
+    parser.add_argument("--epochs", type=int, default=None, help="stop ISMM's training after this many epochs")
     parser.add_argument("--unet-minutes", type=float, default=6.0)
     parser.add_argument("--preset", default="ismm-demo")
     parser.add_argument("--workers", type=int, default=2)
@@ -106,7 +111,7 @@ def main() -> None:
     out = args.out
     dataset = out / "dataset"
     if not (dataset / "dataset.json").is_file():
-        run_synth(dataset, kind="organ", n_cases=args.cases, seed=args.seed, n_test=args.test_cases)
+        run_synth(dataset, kind=args.kind, n_cases=args.cases, seed=args.seed, n_test=args.test_cases)
     timings_file = out / "timings.json"
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     prep, run = out / "prep", out / "run"
@@ -115,7 +120,7 @@ def main() -> None:
         run_prepare(dataset, prep, method="ismm", preset=args.preset, workers=args.workers, show_progress=False)
         timings["prepare_s"] = time.perf_counter() - start
     if not (run / "checkpoints" / "best.ckpt").is_file():
-        summary = train_in_subprocess(prep, run, args.minutes)
+        summary = train_in_subprocess(prep, run, args.minutes, max_epochs=args.epochs)
         timings.update(train_s=summary["time_s"], epochs=summary["epochs_completed"])
     write_json(timings_file, timings)
 

@@ -33,7 +33,7 @@ from implicitseg.data.prepare import ProgressCallback, prepare_dataset
 from implicitseg.errors import InputError
 from implicitseg.geometry.alignment import Picct, SimilarityTransform, cpd_similarity, unit_sphere_scale
 from implicitseg.geometry.distances import signed_distance_mm
-from implicitseg.geometry.sampling import face_geometry, sample_on_faces
+from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.atomic import write_json, write_npz
 from implicitseg.io.dataset import Case, load_dataset
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
@@ -96,12 +96,6 @@ def case_surface(case: Case, shapes: ShapesConfig, rules: InputRules) -> Mesh:
     raise InputError(f"case {case.case_id!r}: neither a label nor a mesh")
 
 
-def surface_samples(mesh: Mesh, n_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 3) points area-uniform on ``mesh`` and their faces' outward unit normals (n, 3), in the mesh's frame."""
-    points, faces = sample_on_faces(mesh.vertices_world_mm, mesh.faces, n_points, rng)
-    return points, face_geometry(mesh.vertices_world_mm, mesh.faces)[1][faces]
-
-
 def principal_lengths_mm(points: np.ndarray) -> np.ndarray:
     """(3,) standard deviations of a cloud along its principal axes, largest first (a pose-free size descriptor)."""
     centred = points - points.mean(axis=0)
@@ -141,7 +135,8 @@ def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, rules: Inp
     mesh = case_surface(case, shapes, rules)
     canonical = Mesh(picct.world_to_canonical(mesh.vertices_world_mm), mesh.faces)
     rng = _case_rng(case.case_id, seed)
-    surface_points, surface_normals = surface_samples(canonical, shapes.surface_points, rng)
+    surface_points, surface_normals = surface_samples(canonical.vertices_world_mm, canonical.faces,
+                                                      shapes.surface_points, rng)
     free_points = uniform_in_unit_ball(shapes.free_space_points, rng)
     free_sdf = signed_distance_mm(free_points, canonical.vertices_world_mm, canonical.faces)
     if not (np.all(np.isfinite(free_sdf)) and np.all(np.isfinite(surface_normals))):
@@ -179,7 +174,8 @@ def prepare_shapes(dataset_dir: Path, out_dir: Path, config: IsmmConfig, *, work
             surfaces[case.case_id] = case_surface(case, shapes, InputRules.of(dataset))
         except InputError as error:
             raise InputError(f"case {case.case_id!r}: {error}") from None
-    clouds = {name: surface_samples(mesh, shapes.cpd_points, rng)[0] for name, mesh in surfaces.items()}
+    clouds = {name: surface_samples(mesh.vertices_world_mm, mesh.faces, shapes.cpd_points, rng)[0]
+              for name, mesh in surfaces.items()}
     anchor = choose_anchor(clouds, shapes.anchor)
     anchor_center = clouds[anchor].mean(axis=0)
     fixed = clouds[anchor] - anchor_center

@@ -91,6 +91,14 @@ def sample_on_faces(vertices_world_mm: np.ndarray, faces: np.ndarray, n_points: 
     return points, face_index.astype(np.int64)
 
 
+def surface_samples(vertices: np.ndarray, faces: np.ndarray, n_points: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) points area-uniform on the triangle mesh (V, 3), (F, 3) and their faces' outward unit normals (n, 3),
+    in the mesh's frame."""
+    points, sampled_faces = sample_on_faces(vertices, faces, n_points, rng)
+    return points, face_geometry(vertices, faces)[1][sampled_faces]
+
+
 def uniform_cube_samples_unit(n_points: int, rng: np.random.Generator) -> np.ndarray:
     """(n_points, 3) float64 points uniform in the unit cube ``[-1, 1]³`` (unit frame, x, y, z)."""
     return rng.uniform(-1.0, 1.0, size=(n_points, 3))

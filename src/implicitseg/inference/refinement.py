@@ -32,6 +32,7 @@ from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
 from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_point_drift
 from implicitseg.geometry.frames import index_to_world, world_to_index
+from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import supported_component
@@ -124,9 +125,8 @@ def _fit_codes(model: IsmmModel, config: IsmmConfig, points: torch.Tensor, norma
     return fitted, hyper_code.detach(), instance_code.detach(), curve
 
 
-def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code: torch.Tensor, picct: Picct,
-                      mesh_world_mm: Mesh, output_grid: tuple[tuple[int, int, int], np.ndarray],
-                      label_value: int) -> Volume:
+def fitted_labelmap(fitted: "FittedShape", picct: Picct, mesh_world_mm: Mesh,
+                    output_grid: tuple[tuple[int, int, int], np.ndarray], label_value: int) -> Volume:
     """``label_value`` where the fitted SDF < 0 at the output grid's voxel centres (only those in the refined mesh's
     bounding box, plus a voxel, are evaluated): the connected component that holds the refined mesh (the most of its
     vertices have their nearest voxel in it or next to it)."""
@@ -140,7 +140,7 @@ def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code
     box = tuple(slice(a, b) for a, b in zip(low, high))
     index = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(low, high)], indexing="ij"), axis=-1)
     canonical = picct.world_to_canonical(index_to_world(index.reshape(-1, 3).astype(np.float64), affine))
-    inside = (sdf_of(fitted, canonical, hyper_code, instance_code) < 0).reshape(index.shape[:3])
+    inside = (sdf_of(fitted.model, canonical, fitted.hyper_code, fitted.instance_code) < 0).reshape(index.shape[:3])
     components, n_components = ndimage.label(inside)
     if n_components > 1:
         near = ndimage.grey_dilation(components, size=3)  # a surface vertex's nearest voxel may be just outside
@@ -155,17 +155,93 @@ def _labelmap_on_grid(fitted: IsmmModel, hyper_code: torch.Tensor, instance_code
     return Volume(labels, affine)
 
 
-def _align_and_score(initial_points: np.ndarray, template_points_mm: np.ndarray, config: IsmmConfig,
-                     seed: int) -> tuple[SimilarityTransform, np.ndarray, np.ndarray]:
-    """CPD of the initial surface's points (N, 3, world LPS mm) onto the template's (M, 3, canonical / global scale)
-    and the trust score of each initial point it used: the similarity world → anchor mm, the used points' indices
-    (K,) and their posterior mass (K,), higher = more trusted."""
+@dataclass
+class Alignment:
+    """Stage 1–2 of a refinement: the case's ``picct`` (world LPS mm → canonical), the ``initial_points_world_mm``
+    (N, 3) drawn on the initial surface, the indices ``used`` (K,) of those the registration used and the
+    ``posterior_mass`` (K,) the template's points assign to each (higher = more trusted)."""
+
+    picct: Picct
+    initial_points_world_mm: np.ndarray
+    used: np.ndarray
+    posterior_mass: np.ndarray
+
+
+def template_points_mm(model: IsmmModel, config: IsmmConfig, rng: np.random.Generator) -> np.ndarray:
+    """(M, 3) points area-uniform on the template's surface, in the anchor's mm frame (canonical / global scale)."""
+    template = zero_level_mesh(model, max(32, int(config.tim.mesh_resolution) // 2))
+    points = surface_samples(template.vertices_world_mm, template.faces, config.tim.template_points, rng)[0]
+    return points / config.shapes.global_scale
+
+
+def align_initial(initial_points_world_mm: np.ndarray, template_mm: np.ndarray, config: IsmmConfig,
+                  seed: int) -> Alignment:
+    """CPD of the initial surface's points (N, 3, world LPS mm) onto the template's (M, 3, anchor mm) and the trust
+    score of each initial point it used (:func:`~implicitseg.geometry.alignment.coherent_point_drift`)."""
     tim, shapes = config.tim, config.shapes
-    registration = coherent_point_drift(initial_points, template_points_mm,
+    registration = coherent_point_drift(initial_points_world_mm, template_mm,
                                         max_points=max(tim.initial_points, tim.template_points),
                                         iterations=shapes.cpd_iterations, tolerance=shapes.cpd_tolerance,
                                         outlier_weight=tim.outlier_weight, seed=seed)
-    return registration.transform, registration.moving_indices, registration.moving_posterior_mass
+    return Alignment(Picct(registration.transform, shapes.global_scale), initial_points_world_mm,
+                     registration.moving_indices, registration.moving_posterior_mass)
+
+
+@dataclass
+class TrustedPoints:
+    """Stage 2 of a refinement: the initial surface's points the prior is fitted to, ``points_world_mm`` (T, 3) and
+    their outward unit ``normals_world`` (T, 3), and how many registered points were trusted."""
+
+    points_world_mm: np.ndarray
+    normals_world: np.ndarray
+    n_trusted_registered: int
+
+
+def trusted_points(initial_world_mm: Mesh, alignment: Alignment, config: IsmmConfig,
+                   rng: np.random.Generator) -> TrustedPoints:
+    """The top ``tim.trusted_fraction`` registered points by posterior mass, and about one fitting point per trusted
+    point: of ``tim.fitting_points`` dense points on the initial surface, those whose nearest registered point is
+    trusted."""
+    tim = config.tim
+    used = alignment.used
+    n_trusted = max(4, int(round(tim.trusted_fraction * len(used))))
+    trusted_sample = used[np.argsort(-alignment.posterior_mass, kind="stable")[:n_trusted]]
+    dense_points, dense_normals = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces,
+                                                  int(tim.fitting_points), rng)
+    registered = np.zeros(len(alignment.initial_points_world_mm), dtype=bool)
+    registered[trusted_sample] = True
+    nearest = cKDTree(alignment.initial_points_world_mm[used]).query(dense_points)[1]
+    keep = registered[used[nearest]]
+    return TrustedPoints(dense_points[keep], dense_normals[keep], n_trusted)
+
+
+@dataclass
+class FittedShape:
+    """Stage 3 of a refinement: the ``model`` with its deformation fitted, the fitted codes (1, ·) and the loss
+    every 50 steps."""
+
+    model: IsmmModel
+    hyper_code: torch.Tensor
+    instance_code: torch.Tensor
+    loss_curve: list[float]
+
+
+def fit_shape(model: IsmmModel, config: IsmmConfig, picct: Picct, trusted: TrustedPoints, seed: int) -> FittedShape:
+    """The prior fitted to the trusted points (mapped to the canonical frame by ``picct``)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(int(config.tim.seed) + int(seed))
+    points = torch.as_tensor(picct.world_to_canonical(trusted.points_world_mm), dtype=torch.float32, device=device)
+    normals = torch.as_tensor(trusted.normals_world @ picct.similarity.rotation.T, dtype=torch.float32,
+                              device=device)
+    return FittedShape(*_fit_codes(model, config, points[None], normals[None], generator))
+
+
+def fitted_mesh_world_mm(fitted: FittedShape, config: IsmmConfig, picct: Picct, trusted: TrustedPoints) -> Mesh:
+    """Stage 4: the fitted shape's zero level set (the component the trusted points lie on) in world LPS mm."""
+    mesh_canonical = zero_level_mesh(fitted.model, config.tim.mesh_resolution, fitted.hyper_code,
+                                     fitted.instance_code,
+                                     support_points_canonical=picct.world_to_canonical(trusted.points_world_mm))
+    return Mesh(picct.canonical_to_world(mesh_canonical.vertices_world_mm), mesh_canonical.faces)
 
 
 def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
@@ -173,9 +249,7 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
                    seed: int = 0) -> Refinement:
     """Refine the initial surface (world LPS mm, closed) with the run's prior; the labelmap on ``output_grid``
     (shape, index → world affine) carries ``label_value``."""
-    from implicitseg.data.ismm import surface_samples
-
-    tim, shapes = config.tim, config.shapes
+    tim = config.tim
     if not 0.0 < tim.trusted_fraction <= 1.0:
         raise InputError(f"tim.trusted_fraction must be in (0, 1], got {tim.trusted_fraction}")
     if len(initial_world_mm.faces) == 0 or not initial_world_mm.face_areas_mm2.sum() > 0:
@@ -183,45 +257,29 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     timings: dict[str, float] = {}
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    template = zero_level_mesh(model, max(32, int(tim.mesh_resolution) // 2))
-    template_points_mm = surface_samples(template, tim.template_points, rng)[0] / shapes.global_scale
-    initial_points, initial_normals = surface_samples(initial_world_mm, tim.initial_points, rng)
+    template_mm = template_points_mm(model, config, rng)
+    initial_points = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, tim.initial_points,
+                                     rng)[0]
     timings["template_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    similarity, used, trust_score = _align_and_score(initial_points, template_points_mm, config, seed)
-    picct = Picct(similarity, shapes.global_scale)
-    n_trusted = max(4, int(round(tim.trusted_fraction * len(used))))
-    trusted_sample = used[np.argsort(-trust_score, kind="stable")[:n_trusted]]
-    # about one fitting point per trusted vertex: dense surface points whose nearest registered point is trusted
-    dense_points, dense_normals = surface_samples(initial_world_mm, int(tim.fitting_points), rng)
-    registered = np.zeros(len(initial_points), dtype=bool)
-    registered[trusted_sample] = True
-    nearest = cKDTree(initial_points[used]).query(dense_points)[1]
-    trusted = registered[used[nearest]]
-    trusted_points, trusted_normals = dense_points[trusted], dense_normals[trusted]
-    trusted_canonical = picct.world_to_canonical(trusted_points)
-    trusted_normals = trusted_normals @ similarity.rotation.T
+    alignment = align_initial(initial_points, template_mm, config, seed)
+    trusted = trusted_points(initial_world_mm, alignment, config, rng)
     timings["alignment_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(int(tim.seed) + int(seed))
-    as_tensor = lambda array: torch.as_tensor(array, dtype=torch.float32, device=device)[None]  # noqa: E731
-    fitted, hyper_code, instance_code, curve = _fit_codes(model, config, as_tensor(trusted_canonical),
-                                                          as_tensor(trusted_normals), generator)
+    fitted = fit_shape(model, config, alignment.picct, trusted, seed)
     timings["fitting_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    mesh_canonical = zero_level_mesh(fitted, tim.mesh_resolution, hyper_code, instance_code,
-                                     support_points_canonical=trusted_canonical)
-    mesh = Mesh(picct.canonical_to_world(mesh_canonical.vertices_world_mm), mesh_canonical.faces)
+    mesh = fitted_mesh_world_mm(fitted, config, alignment.picct, trusted)
     timings["meshing_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    labelmap = _labelmap_on_grid(fitted, hyper_code, instance_code, picct, mesh, output_grid, label_value)
+    labelmap = fitted_labelmap(fitted, alignment.picct, mesh, output_grid, label_value)
     timings["voxelise_s"] = time.perf_counter() - start
-    counts = {"n_registered_points": int(len(used)), "n_trusted_registered": int(n_trusted),
-              "n_fitting_points": int(len(trusted_points)),
-              "fit_steps": int(tim.fit_steps), "fit_loss_curve": curve, "alignment_scale": similarity.scale,
+    counts = {"n_registered_points": int(len(alignment.used)), "n_trusted_registered": trusted.n_trusted_registered,
+              "n_fitting_points": int(len(trusted.points_world_mm)),
+              "fit_steps": int(tim.fit_steps), "fit_loss_curve": fitted.loss_curve,
+              "alignment_scale": alignment.picct.similarity.scale,
               "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
-    return Refinement(mesh, labelmap, picct, trusted_points, timings, counts)
+    return Refinement(mesh, labelmap, alignment.picct, trusted.points_world_mm, timings, counts)
