@@ -58,6 +58,33 @@ class BrightIsForeground(torch.nn.Module):
         return torch.cat([torch.zeros_like(image), (image - 0.5) * 20.0], dim=1)
 
 
+class ImageLevelSetModel(torch.nn.Module):
+    """A NUDF-like network (``encode`` / ``decode``) whose distance-like field is 0.5·|I(p) − 0.5| of the ROI image I
+    itself: zero on the object's boundary, ≥ 0.1 farther than about 1 mm from it (so far seeds are filtered out as
+    with a trained UDF). Through predict it meshes the bright object of the image exactly."""
+
+    def encode(self, image):
+        return [image]
+
+    def decode(self, features, points_unit):
+        sampled = torch.nn.functional.grid_sample(features[0], points_unit[:, :, None, None], mode="bilinear",
+                                                  padding_mode="border", align_corners=True)
+        return (sampled[:, 0, :, 0, 0] - 0.5).abs() * 0.5
+
+
+def fake_runs(monkeypatch, *runs) -> None:
+    """Make the table of methods hold only the methods of ``runs`` ``(method name, model, config)``, each loading
+    that model and config from any run folder (so a run needs only its ``config.yaml``)."""
+    import dataclasses
+
+    from implicitseg import methods
+
+    table = {name: dataclasses.replace(methods.get_method(name),
+                                       load=lambda run, which, device, model=model, config=config: (model, config))
+             for name, model, config in runs}
+    monkeypatch.setattr(methods, "_table", lambda: table)
+
+
 def posed_ellipsoid_labelmap(affine_lps: np.ndarray, semi_axes_mm: np.ndarray, rotation: np.ndarray,
                              scale: float = 1.0, extent_mm: float = 64.0):
     """A labelmap (:class:`Volume`, uint8) of an ellipsoid of ``semi_axes_mm`` × ``scale``, turned by ``rotation``

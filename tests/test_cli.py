@@ -139,3 +139,78 @@ def test_check_on_a_synthetic_dataset_is_all_clear(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "all checks hold for 2 case(s) and 1 test image(s)" in result.stdout and "✗" not in result.stdout
     assert json.loads((tmp_path / "check.json").read_text())["ok"] is True
+
+
+def test_bad_settings_exit_2_with_one_line_naming_the_key(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("method: nudf\npreset: nudf-demo\n")
+    predict = ["predict", tmp_path / "run", tmp_path, "--out", tmp_path / "o", "--roi-center", "0,0,0"]
+    _assert_user_error(run_cli(*predict, "--set", "roi.res=16", "--set", "meshing.method=poisson"),
+                       "--set: roi.res: may not change for a trained run", "predict may change point_cloud, meshing")
+    assert not (tmp_path / "o").exists()
+
+
+def test_settings_are_recorded_in_config_yaml_and_data_sections_stay_as_prepared(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from helpers import write_small_dataset
+    from implicitseg.cli import app
+    from implicitseg.errors import InputError
+
+    write_small_dataset(tmp_path / "data", n_cases=3)
+    (tmp_path / "mine.yaml").write_text("preset: unet-demo\nintensity:\n  scale: 500\n")
+    runner = CliRunner()
+    prepare = ["prepare", str(tmp_path / "data"), "--method", "unet", "--out", str(tmp_path / "prep"), "--roi-mm", "40"]
+    result = runner.invoke(app, [*prepare, "--set", "model.channel=[8]"])
+    assert isinstance(result.exception, InputError) and not (tmp_path / "prep").exists()
+    assert str(result.exception).startswith("--set: model.channel: no such setting (model has channels, strides,")
+    result = runner.invoke(app, [*prepare, "--config", str(tmp_path / "mine.yaml"), "--set", "roi.res=16"])
+    assert result.exit_code == 0, result.output
+    prepared = yaml.safe_load((tmp_path / "prep" / "config.yaml").read_text())
+    assert prepared["preset"] == "unet-demo" and prepared["roi"] == {"size_mm": 40.0, "res": 16}
+    assert prepared["intensity"]["scale"] == 500.0
+
+    train = ["train", str(tmp_path / "prep"), "--out", str(tmp_path / "run"), "--max-epochs", "1"]
+    result = runner.invoke(app, [*train, "--set", "train.learning_rate=2e-3", "--set", "train.batch_size=1",
+                                 "--set", "roi.res=16"])  # the prepared value: no change
+    assert result.exit_code == 0, result.output
+    trained = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert trained["train"]["learning_rate"] == 2e-3 and trained["train"]["batch_size"] == 1
+    assert trained["roi"] == prepared["roi"] and trained["intensity"] == prepared["intensity"]
+
+    result = runner.invoke(app, [*train, "--resume", "--set", "intensity.scale=1000"])
+    assert isinstance(result.exception, InputError), result.output
+    assert "intensity.scale: fixed when" in str(result.exception) and "prepare again" in str(result.exception)
+
+
+def test_predict_set_changes_the_mesher_and_prediction_json_records_it(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from helpers import AFFINE_CASES, ImageLevelSetModel, blurred_sphere_hu, fake_runs
+    from implicitseg.cli import app
+    from implicitseg.config import save_config
+    from implicitseg.geometry.frames import index_to_world
+    from implicitseg.methods.nudf import preset_config
+
+    affine = AFFINE_CASES["anisotropic"]
+    center = index_to_world(np.array([[30.0, 25.0, 15.0]]), affine)[0]
+    write_image(tmp_path / "case_2.nii.gz", Volume(blurred_sphere_hu(affine, (60, 50, 30), center, 10.0), affine))
+    config = preset_config("nudf-demo")
+    config.roi.size_mm, config.roi.res = 40.0, 48
+    save_config(tmp_path / "run" / "config.yaml", config)
+    fake_runs(monkeypatch, ("nudf", ImageLevelSetModel(), config))
+    result = CliRunner().invoke(app, [
+        "predict", str(tmp_path / "run"), str(tmp_path / "case_2.nii.gz"), "--out", str(tmp_path / "out"),
+        "--roi-center", ",".join(map(str, center)), "--set", "meshing.method=poisson",
+        "--set", "point_cloud.n_dense=20000", "--set", "meshing.n_subsample=2000"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "case_2" / "prediction.json").read_text())
+    assert record["meshing"]["method"] == "poisson" and "point_cloud_s" in record["timings"]
+    assert record["overrides"] == {"meshing.method": "poisson", "point_cloud.n_dense": 20000,
+                                   "meshing.n_subsample": 2000}
+    assert 1000 < record["counts"]["n_points"] <= 20000
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert written["meshing"]["method"] == "poisson" and written["point_cloud"]["n_dense"] == 20000
+    assert config.meshing.method == "udf-mc"  # the run's own config is untouched

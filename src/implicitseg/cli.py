@@ -1,7 +1,10 @@
 """``implicitseg`` command line (DESIGN §2). Thin: parses, calls :mod:`implicitseg.methods.pipeline`, prints.
 
 A user error (:class:`~implicitseg.errors.InputError`) prints one line on stderr and exits with code 2.
-Heavy libraries are imported inside the commands so ``--help`` stays fast.
+Heavy libraries are imported inside the commands so ``--help`` stays fast. ``prepare``, ``train``, ``predict`` and
+``refine`` take ``--set SECTION.KEY=VALUE`` (repeatable) and ``--config FILE.yaml``: config values checked against
+the method's config (:class:`~implicitseg.config.Settings`; a key that does not exist, a value of the wrong type or
+a setting a trained run may not change exits 2 naming the key).
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from implicitseg.errors import InputError
+
+if TYPE_CHECKING:
+    from implicitseg.config import Settings
 
 app = typer.Typer(
     name="implicitseg",
@@ -52,6 +58,25 @@ class SynthKind(str, Enum):
     cardiac = "cardiac"
 
 
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="SECTION.KEY=VALUE",
+    help="Set a config value (repeatable), checked against the method's config: e.g. point_cloud.n_dense=200000, "
+         "meshing.method=poisson, intensity.window=[-160,240]. Values are read as YAML; what was set is in the "
+         "config.yaml written (and predict's prediction.json).")]
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", metavar="FILE.yaml",
+    help="A YAML mapping of config values (part of a config or all of one, e.g. a run's config.yaml), applied over "
+         "the preset (predict: over the run's config) before --set.")]
+
+
+def _settings(config_file: Path | None, assignments: list[str] | None) -> list[Settings]:
+    """``--config`` then ``--set``, as :class:`~implicitseg.config.Settings` in the order they apply."""
+    from implicitseg.config import Settings
+
+    return ([Settings.from_file(config_file)] if config_file is not None else []) + \
+        ([Settings.from_assignments(assignments)] if assignments else [])
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (DESIGN §3 layout).")],
@@ -81,13 +106,16 @@ def prepare(
     preset: Annotated[Optional[str], typer.Option(help="Preset (default: chosen from --res, e.g. nudf64, unet64, roi64).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
     resample_labels: Annotated[bool, typer.Option("--resample-labels", help="Resample a labelmap that is not on its image's grid onto it (nearest neighbour, world space; recorded in the manifest) instead of stopping.")] = False,
+    set_values: SetOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
-    """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json. Each case's
-    files are checked as `implicitseg check` does; the first problem stops it before anything is written for that
-    case."""
+    """Crop ROIs, normalise images and sample points/distances for METHOD; writes PREP/manifest.json and
+    PREP/config.yaml (the preset with --config, --set, --res and --roi-mm applied). Each case's files are checked as
+    `implicitseg check` does; the first problem stops it before anything is written for that case."""
     from implicitseg.methods import pipeline
 
-    manifest = pipeline.run_prepare(dataset, out, method=method, preset=preset, res=res, roi_mm=roi_mm, workers=workers,
+    manifest = pipeline.run_prepare(dataset, out, method=method, preset=preset, res=res, roi_mm=roi_mm,
+                                    settings=_settings(config_file, set_values), workers=workers,
                                     resample_labels=resample_labels)
     typer.echo(f"prepared {len(manifest['cases'])} cases ({len(manifest['splits']['train'])} train, "
                f"{len(manifest['splits']['val'])} val) into {out}")
@@ -130,12 +158,15 @@ def train(
     max_time: Annotated[Optional[str], typer.Option(help="Stop after this wall time, HH:MM:SS.")] = None,
     devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes); >1 trains with DDP.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
+    set_values: SetOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
-    """Train on PREP; keeps checkpoints `last` and `best` (by validation loss)."""
+    """Train on PREP; keeps checkpoints `last` and `best` (by validation loss). RUN/config.yaml holds the preset
+    with PREP's data sections (ROI, intensities, samples: fixed by prepare) and --config, --set applied."""
     from implicitseg.methods import pipeline
 
-    summary = pipeline.run_train(prep, out, method=method, preset=preset, max_epochs=max_epochs, max_time=max_time,
-                                 devices=devices, resume=resume)
+    summary = pipeline.run_train(prep, out, method=method, preset=preset, settings=_settings(config_file, set_values),
+                                 max_epochs=max_epochs, max_time=max_time, devices=devices, resume=resume)
     best = summary.get("best_val_loss")
     best_text = "no validation ran" if best is None else f"best val loss {best:.4f}"
     typer.echo(f"trained {summary['epochs_completed']} epochs; {best_text}; run in {out}")
@@ -160,13 +191,17 @@ def predict(
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
     mesher: Annotated[Optional[Mesher], typer.Option(help="nudf: udf-mc = the surface straight from the field's narrow band (default); poisson = the paper's dense point cloud + screened Poisson.")] = None,
     band_mm: Annotated[Optional[float], typer.Option(help="nudf, udf-mc: the narrow band's finest cell, mm (default 1.0; the vertices lie between corners, finer than this).")] = None,
+    set_values: SetOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Predict a mesh per image (plus the dense point cloud, or a labelmap), in the image's physical space. ROI
     methods (nudf, unet) need exactly one of --roi-center, --roi-label, --roi-run; whole-image methods
-    (implicit-unet) need none and take --spacing."""
+    (implicit-unet) need none and take --spacing. --set / --config change the run's prediction sections only
+    (meshing, point_cloud, inference, fit, tim: those the method has); prediction.json records them."""
     from implicitseg.methods import pipeline
 
-    results = pipeline.run_predict(run, inputs, out, roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
+    results = pipeline.run_predict(run, inputs, out, settings=_settings(config_file, set_values),
+                                   roi_center=roi_center, roi_label=roi_label, roi_run=roi_run,
                                    spacing=spacing, plane=plane, frames=frame, fit_weights=fit_weights,
                                    initial=initial, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device,
@@ -192,12 +227,16 @@ def refine(
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the point draws and fresh codes.")] = 0,
+    set_values: SetOption = None,
+    config_file: ConfigOption = None,
 ) -> None:
     """Refine an initial segmentation with an ISMM shape prior (the same as `predict RUN IMAGE --initial ...`):
-    the refined mesh and its labelmap on the image's grid, in the image's physical space."""
+    the refined mesh and its labelmap on the image's grid, in the image's physical space. --set / --config change
+    the refinement (tim.*)."""
     from implicitseg.methods import pipeline
 
-    _echo_predictions(pipeline.run_predict(run, inputs, out, initial=initial, mesh_format=mesh_format.value,
+    _echo_predictions(pipeline.run_predict(run, inputs, out, settings=_settings(config_file, set_values),
+                                           initial=initial, mesh_format=mesh_format.value,
                                            mesh_space=mesh_space.value, checkpoint=checkpoint, device=device,
                                            seed=seed))
 

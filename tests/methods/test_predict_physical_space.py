@@ -10,10 +10,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from helpers import AFFINE_CASES, blurred_sphere_hu
+from helpers import AFFINE_CASES, ImageLevelSetModel, blurred_sphere_hu
 from implicitseg import methods
 from implicitseg.config import save_config
 from implicitseg.errors import InputError
@@ -22,19 +21,6 @@ from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import read_mesh, read_point_cloud
 from implicitseg.methods.nudf import preset_config
 from implicitseg.methods.pipeline import run_predict
-
-
-class ImageLevelSetModel(torch.nn.Module):
-    """Distance-like field 0.5·|I(p) − 0.5| of the ROI image I itself: zero on the object's boundary, ≥ 0.1 farther
-    than about 1 mm from it (so far seeds are filtered out as with a trained UDF)."""
-
-    def encode(self, image):
-        return [image]
-
-    def decode(self, features, points_unit):
-        sampled = torch.nn.functional.grid_sample(features[0], points_unit[:, :, None, None], mode="bilinear",
-                                                  padding_mode="border", align_corners=True)
-        return (sampled[:, 0, :, 0, 0] - 0.5).abs() * 0.5
 
 
 @pytest.mark.parametrize("name", ["oblique", "flipped_oblique", "anisotropic"])

@@ -29,7 +29,7 @@ from implicitseg.inference.fitting import fit_latent
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods import Method, copy_preset
-from implicitseg.methods.pipeline import ImagePrediction
+from implicitseg.methods.predict import ImagePrediction
 from implicitseg.models.nisf import NisfModel
 from implicitseg.training.module import NisfLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run

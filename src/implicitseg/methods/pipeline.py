@@ -1,27 +1,22 @@
 """The pipeline stages behind the CLI: synth, prepare, train, predict, evaluate, demo.
 
 Each stage looks the method up in the table (:func:`implicitseg.methods.get_method`) and writes its resolved
-config as YAML next to its outputs.
+config as YAML next to its outputs; prepare, train and predict apply ``settings``
+(:class:`~implicitseg.config.Settings`: ``--config``, ``--set``) over the preset or the run's config. Predict goes
+through :class:`~implicitseg.methods.predict.Predictor`, the Python API's code path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
-from implicitseg.config import MeshingConfig, config_from_dict, config_to_dict, load_yaml, save_config
+from implicitseg.config import Settings, config_from_dict, config_to_dict, preset_named, save_config
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json
-from implicitseg.io.images import Volume, VolumeSeries
-from implicitseg.io.meshes import Mesh
 from implicitseg.versions import versions
 
 
@@ -29,74 +24,14 @@ DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical", 
 """Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
 
-@dataclass
-class RoiPrediction:
-    """What a method predicts for one ROI, timings in s.
+def __getattr__(name: str) -> type:
+    """``ImagePrediction`` lives in :mod:`implicitseg.methods.predict`; ``methods/ismm.py`` still imports it from
+    here (imported on first use, so the stages that predict nothing do not import torch)."""
+    if name == "ImagePrediction":
+        from implicitseg.methods.predict import ImagePrediction
 
-    Surface methods give a mesh and its dense point cloud in world LPS mm; voxel methods give the foreground
-    probability on the ROI grid ``(res, res, res)`` in (Z, Y, X) order, which :func:`run_predict` upsamples to
-    the image grid, thresholds at ``probability_level`` into a labelmap and isosurfaces into a mesh.
-    """
-
-    timings: dict[str, float]
-    counts: dict[str, int]
-    mesh: Mesh | None = None
-    points_world_mm: np.ndarray | None = None
-    probability_zyx: np.ndarray | None = None
-    probability_level: float = 0.5
-    meshing: dict | None = None
-    """How the mesh was made (extractor, cell size, components kept and dropped), for prediction.json."""
-
-
-@dataclass
-class ImagePrediction:
-    """What a whole-image method predicts for one image on its output grid (the image's own, or the same box at
-    ``--spacing``), timings in s: the labelmap (class per voxel) and the probability of any foreground class,
-    whose isosurface at 0.5 becomes the mesh."""
-
-    timings: dict[str, float]
-    counts: dict[str, object]
-    labelmap: Volume | VolumeSeries
-    """A class per voxel; a series for 3D+t methods (one labelmap per frame)."""
-    foreground_probability: Volume
-    mesh: Mesh | None = None
-    """The method's own surface (world LPS mm), written instead of the isosurface of ``foreground_probability``."""
-    points_world_mm: np.ndarray | None = None
-    """Points (N, 3) world LPS mm worth showing with the result (ISMM: the trusted points), written as points.ply."""
-
-
-def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None:
-    """``--spacing``: one number (isotropic mm) or three ``SI,SJ,SK`` along the image's axes; None stays None."""
-    if text is None:
-        return None
-    try:
-        values = [float(part) for part in str(text).split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 3) or not all(np.isfinite(v) and v > 0 for v in values):
-        raise InputError(f"--spacing {text!r}: expected one positive number (mm) or three, SI,SJ,SK")
-    return values[0] if len(values) == 1 else (values[0], values[1], values[2])
-
-
-def parse_plane(text: str) -> tuple[tuple[int, int, int], np.ndarray]:
-    """``--plane "OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV"`` (world LPS mm): the first pixel's centre, the steps to the
-    next pixel along the plane's two axes (their lengths are the pixel sizes), and the pixel counts → the grid
-    (NU, NV, 1) and its index → world affine (third axis: the unit normal)."""
-    try:
-        parts = [[float(v) for v in part.split(",")] for part in text.split(";")]
-    except ValueError:
-        parts = []
-    if len(parts) != 4 or [len(p) for p in parts] != [3, 3, 3, 2] or not all(
-            np.isfinite(v) for p in parts for v in p):
-        raise InputError(f"--plane {text!r}: expected OX,OY,OZ;UX,UY,UZ;VX,VY,VZ;NU,NV (world LPS mm, pixel counts)")
-    origin, step_u, step_v = (np.array(p) for p in parts[:3])
-    counts = [int(round(c)) for c in parts[3]]
-    normal = np.cross(step_u, step_v)
-    if min(counts) < 1 or np.linalg.norm(normal) < 1e-9:
-        raise InputError(f"--plane {text!r}: the two axes must be non-zero and not parallel, the counts positive")
-    affine = np.eye(4)
-    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = step_u, step_v, normal / np.linalg.norm(normal), origin
-    return (counts[0], counts[1], 1), affine
+        return ImagePrediction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _progress_bar(description: str, total: int):
@@ -117,15 +52,20 @@ def run_synth(out: Path, *, kind: str, n_cases: int, seed: int, n_test: int | No
                                          progress=advance)
 
 
-def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi_mm: float | None):
-    """The method's preset config (chosen by ``preset`` or ``res``) with ``res`` / ``roi_mm`` overrides applied."""
+def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi_mm: float | None,
+                   settings: Sequence[Settings] = ()):
+    """The method's preset config (chosen by ``preset``, a ``--config`` file's ``preset:``, or ``res``) with
+    ``settings`` (``--config``, ``--set``), then ``res`` / ``roi_mm``, applied."""
     from implicitseg.methods import get_method
 
     method = get_method(method_name)
-    name = preset or method.preset_for_res(res)
+    name = preset or preset_named(list(settings)) or method.preset_for_res(res)
     if name not in method.presets:
         raise InputError(f"unknown preset {name!r} for {method_name}; available: {', '.join(method.presets)}")
     config = config_from_dict(method.config_class, config_to_dict(method.presets[name]))
+    fixed = {"method": f"chosen by --method ({method_name})", "preset": f"chosen by --preset ({name})"}
+    for source in settings:
+        config, _ = source.apply(config, fixed)
     if not hasattr(config, "roi"):  # whole images: the ROI detector's grid, patch methods' patches, or coordinates
         if roi_mm is not None:
             raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees whole images)")
@@ -148,11 +88,12 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
 
 
 def run_prepare(dataset: Path, out: Path, *, method: str, preset: str | None = None, res: int | None = None,
-                roi_mm: float | None = None, workers: int = 1, resample_labels: bool = False,
-                show_progress: bool = True) -> dict:
-    """Prepare every training case of ``dataset`` for ``method`` into ``out``; returns the manifest. Labelmaps on
-    another grid than their image's are refused, or resampled onto it with ``resample_labels``."""
-    method_entry, config = resolve_config(method, preset=preset, res=res, roi_mm=roi_mm)
+                roi_mm: float | None = None, settings: Sequence[Settings] = (), workers: int = 1,
+                resample_labels: bool = False, show_progress: bool = True) -> dict:
+    """Prepare every training case of ``dataset`` for ``method`` into ``out`` (the config: :func:`resolve_config`,
+    written to ``out/config.yaml``); returns the manifest. Labelmaps on another grid than their image's are refused,
+    or resampled onto it with ``resample_labels``."""
+    method_entry, config = resolve_config(method, preset=preset, res=res, roi_mm=roi_mm, settings=settings)
     if not show_progress:
         return method_entry.prepare(Path(dataset), Path(out), config, workers=workers,
                                     resample_labels=resample_labels, progress=None)
@@ -215,9 +156,11 @@ def check_table(report):
 
 
 def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str | None = None,
-              max_epochs: int | None = None, max_time: str | None = None, devices: int = 1, resume: bool = False,
-              show_progress: bool = True) -> dict:
-    """Train ``method`` on a prepared folder; the ROI, intensity and sampling settings come from PREP."""
+              settings: Sequence[Settings] = (), max_epochs: int | None = None, max_time: str | None = None,
+              devices: int = 1, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train ``method`` on a prepared folder: the preset (``preset``, a ``--config`` file's ``preset:``, or PREP's)
+    with PREP's data sections (ROI, intensities, samples: :data:`DATA_SECTIONS`) and ``settings`` (``--config``,
+    ``--set``; one that would change a data section raises :class:`InputError`), written to ``out/config.yaml``."""
     from implicitseg.data.datasets import read_manifest
     from implicitseg.methods import get_method
 
@@ -227,7 +170,7 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
         raise InputError(f"{prep} was prepared for {manifest.method!r}, not {method_name!r}; run prepare again")
     method_entry = get_method(method_name)
     prepared = config_from_dict(method_entry.config_class, manifest.config, where=f"{prep}/manifest.json")
-    name = preset or prepared.preset
+    name = preset or preset_named(list(settings)) or prepared.preset
     if name not in method_entry.presets:
         raise InputError(f"unknown preset {name!r}; available: {', '.join(method_entry.presets)}")
     config = config_from_dict(method_entry.config_class, config_to_dict(method_entry.presets[name]))
@@ -235,255 +178,63 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
     for section in DATA_SECTIONS:
         if hasattr(config, section):
             setattr(config, section, getattr(prepared, section))
+    fixed = {"method": f"{prep} was prepared for {manifest.method}", "preset": f"chosen by --preset ({name})",
+             **{section: f"fixed when {prep} was prepared; prepare again to change it" for section in DATA_SECTIONS}}
+    for source in settings:
+        config, _ = source.apply(config, fixed)
     return method_entry.train(Path(prep), Path(out), config, max_epochs=max_epochs, max_time=max_time,
                               devices=devices, resume=resume, progress=show_progress)
 
 
-def _select_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        selected = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device {device!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
-    if selected.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return selected
-
-
-ROI_SOURCE_NAMES = {"center": "the given --roi-center", "label": "the --roi-label centre of mass",
-                    "detector": "the ROI detector's centre"}
-
-
-def _roi_centers(roi_center: str | None, roi_label: Path | None, roi_run: Path | None, device):
-    """A function ``(image_path, volume) -> (centre (3,) world LPS mm, source, details)`` for the one ROI source given."""
-    from implicitseg.inference.roi import detect_roi_center, label_center_world_mm, label_for_image, parse_center
-    from implicitseg.methods import get_method
-
-    given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
-                                      ("--roi-run", roi_run)) if value is not None]
-    if len(given) != 1:
-        raise InputError("give exactly one of --roi-center X,Y,Z (world LPS mm), --roi-label LABELMAP or --roi-run "
-                         f"ROI_RUN (a trained ROI detector); got {', '.join(given) or 'none'}")
-    if roi_center is not None:
-        center = parse_center(roi_center)
-        return lambda image_path, volume: (center, "center", {})
-    if roi_label is not None:
-        return lambda image_path, volume: (label_center_world_mm(label_for_image(roi_label, image_path)), "label", {})
-    detector, detector_config = get_method("roi").load(Path(roi_run), "best", device)
-
-    def detected(image_path: Path, volume):
-        found = detect_roi_center(detector, detector_config, volume, device=device, what=str(image_path))
-        return found.center_world_mm, "detector", {"roi_run": str(roi_run), "detector_voxels": found.n_voxels,
-                                                   "detector_max_probability": found.max_probability,
-                                                   "detector_s": found.time_s}
-
-    return detected
-
-
-def _write_probability_outputs(prediction: RoiPrediction, roi: Roi, volume, case_dir: Path) -> tuple[Mesh, dict]:
-    """Voxel methods: the ROI probability trilinearly upsampled onto the image grid → ``labelmap.nii.gz`` (the
-    image's grid and geometry, 1 where probability > level) and the mesh at that level (world LPS mm)."""
-    from implicitseg.io.images import Volume, resample_onto_image, roi_volume, write_image
-    from implicitseg.meshing.isosurface import probability_to_mesh
-
-    start = time.perf_counter()
-    level = prediction.probability_level
-    probability, low = resample_onto_image(roi_volume(prediction.probability_zyx, roi), volume,
-                                           interpolation="linear", default_value=0.0)
-    labelmap = np.zeros(volume.shape, dtype=np.uint8)
-    high = low + np.array(probability.shape)
-    labelmap[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = probability.array > level
-    write_image(case_dir / "labelmap.nii.gz", Volume(labelmap, volume.affine_lps))
-    mesh = probability_to_mesh(probability.array, probability.affine_lps, level=level,
-                               what=f"{case_dir.name}: predicted probability")
-    return mesh, {"upsample_and_mesh_s": time.perf_counter() - start}
-
-
-def _write_image_outputs(prediction: ImagePrediction, case_dir: Path, mesh_path: Path, mesh_space: str) -> dict:
-    """Whole-image methods: ``labelmap.nii.gz`` on the output grid and the mesh of the foreground (none when
-    nothing was found: the labelmap is then all background). Returns what the record says of them."""
-    from implicitseg.io.images import write_image, write_image_series
-    from implicitseg.io.meshes import write_mesh, write_point_cloud
-    from implicitseg.meshing.isosurface import probability_to_mesh
-
-    start = time.perf_counter()
-    labelmap = prediction.labelmap
-    if isinstance(labelmap, VolumeSeries):
-        write_image_series(case_dir / "labelmap.nii.gz", labelmap)
-        first = labelmap.frame(0)
-    else:
-        write_image(case_dir / "labelmap.nii.gz", labelmap)
-        first = labelmap
-    record: dict = {"labelmap": str(case_dir / "labelmap.nii.gz"), "output_shape": list(first.shape),
-                    "output_spacing_mm": [float(v) for v in first.spacing]}
-    if prediction.points_world_mm is not None:
-        write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)
-        record["points"] = str(case_dir / "points.ply")
-    if prediction.mesh is not None:
-        write_mesh(mesh_path, prediction.mesh, space=mesh_space)
-        record.update(mesh=str(mesh_path), n_vertices=len(prediction.mesh.vertices_world_mm),
-                      n_faces=len(prediction.mesh.faces))
-    elif min(first.shape) < 2:
-        record.update(mesh=None, note="a plane: labelmap only")
-    elif np.any(first.array > 0):
-        mesh = probability_to_mesh(prediction.foreground_probability.array, labelmap.affine_lps, level=0.5,
-                                   what=f"{case_dir.name}: foreground probability")
-        write_mesh(mesh_path, mesh, space=mesh_space)
-        record.update(mesh=str(mesh_path), n_vertices=len(mesh.vertices_world_mm), n_faces=len(mesh.faces),
-                      **({"mesh_frame": 0} if isinstance(labelmap, VolumeSeries) else {}))
-    else:
-        record.update(mesh=None, warning="no foreground found: the labelmap is all background and no mesh is written")
-    record["write_s"] = time.perf_counter() - start
-    return record
-
-
-def _apply_meshing_options(config, method_name: str, mesher: str | None, band_mm: float | None) -> None:
-    """Set ``meshing.method`` / ``meshing.band.cell_mm`` of a distance-field method's config from the CLI."""
-    if mesher is None and band_mm is None:
-        return
-    meshing = getattr(config, "meshing", None)
-    if not isinstance(meshing, MeshingConfig):
-        raise InputError(f"--mesher and --band-mm apply to distance-field methods (nudf), not {method_name}")
-    if mesher is not None:
-        meshing.method = mesher
-    if band_mm is not None:
-        if not band_mm > 0:
-            raise InputError(f"--band-mm must be a positive number of mm, got {band_mm}")
-        meshing.band.cell_mm = float(band_mm)
-
-
-def run_predict(run: Path, inputs: list[Path], out: Path, *, roi_center: str | None = None,
-                roi_label: Path | None = None, roi_run: Path | None = None, spacing: str | None = None,
-                plane: str | None = None, frames: list[int] | None = None, fit_weights: bool = False,
-                initial: Path | None = None, mesh_format: str = "vtk", mesh_space: str = "LPS",
-                checkpoint: str = "best", device: str = "auto", seed: int = 0, mesher: str | None = None,
-                band_mm: float | None = None, show_progress: bool = True) -> list[dict]:
-    """Predict each input image with the run's model.
+def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[Settings] = (),
+                roi_center: str | None = None, roi_label: Path | None = None, roi_run: Path | None = None,
+                spacing: str | None = None, plane: str | None = None, frames: list[int] | None = None,
+                fit_weights: bool = False, initial: Path | None = None, mesh_format: str = "vtk",
+                mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto", seed: int = 0,
+                mesher: str | None = None, band_mm: float | None = None, show_progress: bool = True) -> list[dict]:
+    """Predict each input image with the run's model (:class:`~implicitseg.methods.predict.Predictor`, the Python
+    API's code path) and write OUT/<case>/ (:meth:`~implicitseg.methods.predict.Predictor.write`) and
+    OUT/config.yaml (the run's config with the settings applied).
 
     ROI methods: the ROI is centred by exactly one of ``roi_center`` (world LPS mm), ``roi_label`` (a labelmap's
     centre of mass) or ``roi_run`` (a trained ROI detector); OUT/<case>/ gets mesh.<fmt>, plus points.ply (surface
     methods) or labelmap.nii.gz on the image's grid (voxel methods). Whole-image methods need no ROI and write
     labelmap.nii.gz and mesh.<fmt> on the image's grid, on the same box at ``spacing`` (mm: one number or three)
-    or on a ``plane`` (:func:`parse_plane`; labelmap only); 3D+t methods take ``frames`` (default: all); methods
-    that fit a code first (NISF) also fit the network's weights with ``fit_weights`` (the authors' code); methods
-    that refine a segmentation (ISMM) take it as ``initial`` (a labelmap or mesh file, or a folder of them by case).
-    Distance-field methods (nudf) take ``mesher`` (``udf-mc``: the surface from the field's narrow band; ``poisson``:
-    the paper's dense cloud + screened Poisson) and ``band_mm`` (the band's finest cell, mm) over the run's config.
-    Every output is in the image's physical space; prediction.json records timings and counts.
+    or on a ``plane`` (:func:`~implicitseg.methods.predict.parse_plane`; labelmap only); 3D+t methods take
+    ``frames`` (default: all); methods that fit a code first (NISF) also fit the network's weights with
+    ``fit_weights`` (the authors' code); methods that refine a segmentation (ISMM) take it as ``initial`` (a
+    labelmap or mesh file, or a folder of them by case). ``settings`` (``--config``, ``--set``) change the run's
+    prediction sections (:data:`~implicitseg.methods.predict.PREDICT_SECTIONS`); distance-field methods (nudf) also
+    take ``mesher`` (``meshing.method``: ``udf-mc``, the surface from the field's narrow band; ``poisson``, the
+    paper's dense cloud + screened Poisson) and ``band_mm`` (``meshing.band.cell_mm``, the band's finest cell, mm).
+    Every output is in the image's physical space; prediction.json records timings, counts and the settings.
     """
-    from implicitseg.data.prepare import checked_roi
-    from implicitseg.io.dataset import case_id, list_images
-    from implicitseg.io.images import grid_at_spacing, read_image
-    from implicitseg.io.intensities import roi_image_of
-    from implicitseg.io.meshes import write_mesh, write_point_cloud
-    from implicitseg.methods import get_method
+    from implicitseg.io.dataset import list_images
+    from implicitseg.methods.predict import ROI_SOURCES_HINT, Predictor, check_options
 
-    if checkpoint not in ("best", "last"):
-        raise InputError(f"--checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    run = Path(run)
-    run_config = load_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else None
-    if run_config is None:
-        raise InputError(f"{run}: not a run folder (no config.yaml); run `implicitseg train` first")
-    method = get_method(str(run_config.get("method")))
-    if method.predict_roi is None and method.predict_image is None:
-        raise InputError(f"{run}: a run of method {method.name!r}, which does not predict on its own; "
-                         f"pass it to another method's prediction as --roi-run {run}")
-    torch_device = _select_device(device)
-    spacing_mm = parse_spacing(spacing)
-    plane_grid = parse_plane(plane) if plane is not None else None
-    if spacing_mm is not None and plane_grid is not None:
-        raise InputError("give --spacing or --plane, not both")
-    extra: dict = {}
-    if frames:
-        if method.predict_image is None or "frames" not in inspect.signature(method.predict_image).parameters:
-            raise InputError(f"--frame applies to 3D+t methods (nisf); {method.name} segments 3D images")
-        extra["frames"] = [int(f) for f in frames]
-    takes_initial = method.predict_image is not None and "initial" in inspect.signature(method.predict_image).parameters
-    if initial is not None and not takes_initial:
-        raise InputError(f"--initial applies to methods that refine a segmentation (ismm), not {method.name}")
-    if takes_initial:
-        if initial is None:
-            raise InputError(f"{method.name} refines an initial segmentation: give --initial LABELMAP_OR_MESH (a "
-                             f"file, or a folder of <case>.nii.gz / <case>.vtk)")
-        if not Path(initial).exists():
-            raise InputError(f"--initial {initial}: not found")
-        extra["initial"] = Path(initial)
-    if method.predict_image is not None:
-        given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
-                                          ("--roi-run", roi_run)) if value is not None]
-        if given:
-            raise InputError(f"{method.name} segments whole images: {', '.join(given)} does not apply")
-    else:
-        if spacing_mm is not None or plane_grid is not None:
-            raise InputError(f"--spacing and --plane apply to whole-image methods; {method.name} predicts on its ROI "
-                             f"grid and writes the labelmap on the image's grid")
-        center_of = _roi_centers(roi_center, roi_label, roi_run, torch_device)
+    if band_mm is not None and not band_mm > 0:
+        raise InputError(f"--band-mm must be a positive number of mm, got {band_mm}")
+    flags = [Settings(flag, {key: value}) for flag, key, value in (
+        ("--mesher", "meshing.method", mesher), ("--band-mm", "meshing.band.cell_mm", band_mm),
+        ("--fit-weights", "fit.fit_weights", True if fit_weights else None)) if value is not None]
+    options = check_options(run, settings=[*settings, *flags], checkpoint=checkpoint, device=device,
+                            roi_center=roi_center, roi_label=roi_label, roi_run=roi_run, spacing=spacing, plane=plane,
+                            frames=frames, initial=initial, seed=seed)
+    if options.needs_roi and not options.roi_given:
+        raise InputError(f"give {ROI_SOURCES_HINT}; got none")
     images = list_images(inputs)
-    model, config = method.load(run, checkpoint, torch_device)
-    _apply_meshing_options(config, method.name, mesher, band_mm)
-    if fit_weights:
-        if not hasattr(config, "fit"):
-            raise InputError(f"--fit-weights applies to methods that fit a code at prediction (nisf), not {method.name}")
-        config.fit.fit_weights = True
+    predictor = Predictor(options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(out / "config.yaml", config)
+    save_config(out / "config.yaml", predictor.config)
 
     results = []
     progress, advance = _progress_bar("predict", len(images))
     with progress if show_progress else contextlib.nullcontext():
         for done, image_path in enumerate(images):
-            start = time.perf_counter()
-            identifier = case_id(image_path)
-            volume = (method.read_input or read_image)(image_path)
-            case_dir = out / identifier
-            mesh_path = case_dir / f"mesh.{mesh_format}"
-            if method.predict_image is not None:
-                geometry = volume.frame(0) if isinstance(volume, VolumeSeries) else volume
-                grid = plane_grid or (grid_at_spacing(geometry, spacing_mm) if spacing_mm is not None
-                                      else (geometry.shape, geometry.affine_lps))
-                image_prediction = method.predict_image(model, config, volume, image_path, device=torch_device,
-                                                        output_grid=grid, seed=seed, **extra)
-                written = _write_image_outputs(image_prediction, case_dir, mesh_path, mesh_space)
-                timings = {**image_prediction.timings, "write_s": written.pop("write_s"),
-                           "total_s": time.perf_counter() - start}
-                record = {"case": identifier, "image": str(image_path), "mesh_space": mesh_space, **written,
-                          "method": config.method, "preset": config.preset, "run": str(run), "checkpoint": checkpoint,
-                          "device": str(torch_device), "timings": timings, "counts": image_prediction.counts,
-                          "versions": versions()}
-                write_json(case_dir / "prediction.json", record)
-                results.append(record)
-                if show_progress:
-                    advance(done + 1)
-                continue
-            center, roi_source, roi_details = center_of(image_path, volume)
-            roi = checked_roi(volume, center, config.roi, image_path, ROI_SOURCE_NAMES[roi_source])
-            roi_image = roi_image_of(volume, roi, config.intensity, image_path)
-            prediction = method.predict_roi(model, config, roi, roi_image, device=torch_device, seed=seed)
-            timings = dict(prediction.timings)
-            mesh = prediction.mesh
-            if prediction.probability_zyx is not None:
-                mesh, upsample_timings = _write_probability_outputs(prediction, roi, volume, case_dir)
-                timings.update(upsample_timings)
-            write_mesh(mesh_path, mesh, space=mesh_space)
-            if prediction.points_world_mm is not None:
-                write_point_cloud(case_dir / "points.ply", prediction.points_world_mm, space=mesh_space)
-            timings["total_s"] = time.perf_counter() - start
-            record = {
-                "case": identifier, "image": str(image_path), "mesh": str(mesh_path), "mesh_space": mesh_space,
-                "roi": roi.to_json(), "roi_source": roi_source, **roi_details,
-                "method": config.method, "preset": config.preset, "run": str(run), "checkpoint": checkpoint,
-                "device": str(torch_device), "timings": timings,
-                "counts": {**prediction.counts, "n_vertices": len(mesh.vertices_world_mm), "n_faces": len(mesh.faces)},
-                "versions": versions(),
-            }
-            if prediction.meshing is not None:
-                record["meshing"] = prediction.meshing
-            write_json(case_dir / "prediction.json", record)
-            results.append(record)
+            prediction = predictor.predict(image_path)
+            results.append(predictor.write(prediction, out / prediction.case, mesh_format=mesh_format,
+                                           mesh_space=mesh_space))
             if show_progress:
                 advance(done + 1)
     return results
