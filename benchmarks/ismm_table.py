@@ -16,8 +16,10 @@ boundary weighting), HD95, ASSD (mm; MONAI, on the image grid, label > 0), and C
 (``evaluation/shape.py``: 30k / 1k area-uniform points, normalised to the GT's unit sphere, and in mm) between
 surfaces — every surface (initial, refined is its own mesh, GT) taken as ISMM takes a labelmap's: the 1 mm
 Gaussian-smoothed isosurface; and, after refinement, the share of the voxels the initial segmentation missed that it
-regrew (``regrown``) and of those it wrongly had that it removed (``removed``).
-Prints mean ± sample std per initial segmentation, and per metric the paired after − before difference over the
+regrew (``regrown``) and of those it wrongly had that it removed (``removed``); per initial segmentation, what the
+safeguard decided (``prediction.json``'s ``safeguard``: ``guarded``, ``initial`` or ``refined``) and the worst
+per-case DSC change.
+Prints mean ± sample std (and median) per initial segmentation, and per metric the paired after − before difference over the
 same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
 rests; writes ``OUT/ismm_table.json``. Resumable: every finished step
 (dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/``) is kept and
@@ -27,6 +29,7 @@ reused when the command is run again with the same ``--out``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import statistics
@@ -84,7 +87,7 @@ def summarise(values: list[float]) -> str:
     if not finite:
         return "n/a"
     spread = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return f"{statistics.mean(finite):.3f} ± {spread:.3f}"
+    return f"{statistics.mean(finite):.3f} ± {spread:.3f} (median {statistics.median(finite):.3f})"
 
 
 def main() -> None:
@@ -172,6 +175,7 @@ def main() -> None:
             after = {**scores(refined, read_mesh(record["mesh"]), truth_of[case], truth_surface),
                      **repairs(initial, refined, truth_of[case])}
             source_rows.append({"initial": name, "case": case, "before": before, "after": after,
+                                "safeguard": record["counts"].get("safeguard", {}).get("decision", "none"),
                                 "refine_s": record["timings"]["total_s"]})
         timings[f"refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
         write_json(rows_file, source_rows)
@@ -179,23 +183,28 @@ def main() -> None:
         rows += source_rows
 
     table = {}
-    print(f"{'initial':14s} {'metric':20s} {'before':>18s} {'after':>18s} {'after - before [95 % CI]':>30s} "
+    print(f"{'initial':14s} {'metric':20s} {'before':>34s} {'after':>34s} {'after - before [95 % CI]':>30s} "
           f"{'Wilcoxon p':>10s}")
     for name in initial_dirs:
         chosen = [r for r in rows if r["initial"] == name]
         table[name] = {}
+        decisions = collections.Counter(r.get("safeguard", "none") for r in chosen)
+        table[name]["safeguard"] = dict(decisions)
+        worst = min(r["after"]["dice"] - r["before"]["dice"] for r in chosen)
+        table[name]["worst_dice_change"] = worst
+        print(f"{name:14s} safeguard {dict(decisions)}; worst per-case DSC change {worst:+.3f}")
         for metric in VOLUME + SHAPE + REPAIRS:
             before = summarise([r["before"].get(metric, math.nan) for r in chosen])
             after = summarise([r["after"][metric] for r in chosen])
             table[name][metric] = {"before": before, "after": after}
             if metric in REPAIRS:
-                print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s}")
+                print(f"{name:14s} {metric:20s} {before:>34s} {after:>34s}")
                 continue
             change = paired(chosen, metric)
             table[name][metric]["paired"] = change
             interval = (f"{change['mean_difference']:+.3f} [{change['ci95'][0]:+.3f}, {change['ci95'][1]:+.3f}]"
                         if change["n"] else "n/a")
-            print(f"{name:14s} {metric:20s} {before:>18s} {after:>18s} {interval:>30s} {change['wilcoxon_p']:>10.3g}")
+            print(f"{name:14s} {metric:20s} {before:>34s} {after:>34s} {interval:>30s} {change['wilcoxon_p']:>10.3g}")
     print(json.dumps(timings, indent=1))
     write_json(out / "ismm_table.json", {"table": table, "rows": rows, "timings": timings,
                                          "args": {k: str(v) for k, v in vars(args).items()}})

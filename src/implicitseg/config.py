@@ -493,21 +493,29 @@ class IsmmTrainConfig(OptimisationConfig):
 @dataclass
 class TimConfig:
     """Refinement of an initial segmentation (spec "Template interaction module"): CPD onto the template surface
-    (``template_points`` of it, outlier weight ``outlier_weight``), the top ``trusted_fraction`` of the initial
+    (``template_points`` of it, outlier weight ``outlier_weight``, started from ``alignment_start``: ``world``, the
+    case's own pose in patient coordinates, or ``principal-axes``, the best of four principal-axes poses, for shapes
+    in any pose), the top ``trusted_fraction`` of the initial
     surface's points (``initial_points`` drawn on it) by the template's posterior mass are trusted, and so are the
     ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``fit_steps`` Adam
     steps at ``learning_rate`` on fresh codes and the hypernetwork (template frozen) with those surface points and a
     quarter as many uniform points; the refined surface by marching cubes on a
-    ``mesh_resolution``³ grid over the canonical box."""
+    ``mesh_resolution``³ grid over the canonical box. The safeguard: where the fitted shape and the initial disagree
+    within ``keep_within_mm`` of the fitted surface, the initial's label is kept (the prior overrules gross errors,
+    not the boundary's position within its accuracy; 0: the fitted shape everywhere, the paper's), and a case whose fitted surface lies on average more than
+    ``max_fit_residual_mm`` from the trusted points keeps its initial segmentation (0: never)."""
 
     template_points: int = 3000
     initial_points: int = 4000
+    alignment_start: str = "world"
     fitting_points: int = 16_000
     outlier_weight: float = 0.2
     trusted_fraction: float = 0.25
     fit_steps: int = 600
     learning_rate: float = 1e-4
     mesh_resolution: int = 256
+    keep_within_mm: float = 1.0
+    max_fit_residual_mm: float = 1.0
     seed: int = 0
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from helpers import AFFINE_CASES, rotation_matrix
 from implicitseg.errors import InputError
-from implicitseg.geometry.alignment import Picct, SimilarityTransform, cpd_similarity, unit_sphere_scale
+from implicitseg.geometry.alignment import (Picct, SimilarityTransform, coherent_point_drift, cpd_similarity,
+                                            unit_sphere_scale)
 from implicitseg.geometry.frames import index_to_world, world_to_index
 
 
@@ -45,3 +46,24 @@ def test_picct_round_trip_on_an_oblique_flipped_image_is_exact():
     assert np.abs(world_to_index(back_world, affine) - index).max() < 1e-4
     restored = Picct.from_json(picct.to_json())
     assert np.allclose(restored.world_to_canonical(world), canonical, atol=1e-12)
+
+
+@pytest.mark.parametrize("start", ["world", "principal-axes"])
+def test_cpd_from_either_start_recovers_a_small_turn_of_a_whole_shape(start):
+    rng = np.random.default_rng(3)
+    shape_mm = _irregular_shape(rng)
+    truth = SimilarityTransform(1.1, rotation_matrix((12, -8, 15)), np.array([5.0, -3.0, 2.0]))
+    found = coherent_point_drift(shape_mm, truth.apply(shape_mm), max_points=1200, start=start).transform
+    assert np.degrees(np.arccos(np.clip((np.trace(found.rotation @ truth.rotation.T) - 1) / 2, -1, 1))) < 2.0
+
+
+def test_cpd_from_the_world_pose_keeps_a_damaged_shape_upright():
+    rng = np.random.default_rng(4)
+    template = _irregular_shape(rng)
+    damaged = template[template[:, 0] < 18.0]  # the far end lost: the principal axes move, the pose does not
+    turned = rotation_matrix((0, 0, 10))
+    world = coherent_point_drift(damaged @ turned.T, template, max_points=1200, start="world").transform
+    angle = np.degrees(np.arccos(np.clip((np.trace(world.rotation @ turned) - 1) / 2, -1, 1)))
+    assert angle < 15.0  # measured 10°: the lost end pulls the fit a little; a flip would be ~180°
+    with pytest.raises(InputError, match="start must be one of"):
+        coherent_point_drift(damaged, template, start="random")

@@ -14,7 +14,7 @@ from implicitseg.data.ismm import labelmap_surface
 from implicitseg.errors import InputError
 from implicitseg.evaluation.surface import point_to_mesh_distance_mm
 from implicitseg.geometry.frames import index_to_world
-from implicitseg.inference.refinement import refine_surface, zero_level_mesh
+from implicitseg.inference.refinement import Refinement, refine_surface, safeguard, zero_level_mesh
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.methods import copy_preset, ismm
@@ -133,3 +133,55 @@ def test_refinement_refuses_a_surface_without_faces():
     with pytest.raises(InputError, match="no faces"):
         refine_surface(model, config, Mesh(np.zeros((3, 3)), np.zeros((0, 3), dtype=np.int64)),
                        ((4, 4, 4), np.eye(4)))
+
+
+def _ball(shape: tuple[int, int, int], affine: np.ndarray, center: np.ndarray, radius_mm: float) -> np.ndarray:
+    index = np.indices(shape).reshape(3, -1).T.astype(np.float64)
+    return (np.linalg.norm(index_to_world(index, affine) - center, axis=1) <= radius_mm).reshape(shape)
+
+
+def _sphere_refinement(affine: np.ndarray, center: np.ndarray, radius_mm: float,
+                       trusted_offset_mm: float) -> Refinement:
+    """A refinement whose fitted shape is a ball of ``radius_mm`` (its labelmap on a 40³ grid and its surface) and
+    whose trusted points lie ``trusted_offset_mm`` outside that surface."""
+    shape = (40, 40, 40)
+    directions = np.random.default_rng(0).normal(size=(20_000, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    mesh = Mesh(center + radius_mm * directions, np.zeros((0, 3), dtype=np.int64))
+    labelmap = Volume(_ball(shape, affine, center, radius_mm).astype(np.uint8), affine)
+    trusted = center + (radius_mm + trusted_offset_mm) * directions[:500]
+    return Refinement(mesh, labelmap, None, trusted, {}, {})
+
+
+@pytest.mark.parametrize("affine_name", ["oblique", "anisotropic"])
+def test_the_safeguard_keeps_the_initial_boundary_and_removes_gross_errors(affine_name):
+    affine = AFFINE_CASES[affine_name]
+    center = index_to_world(np.array([[20.0, 20.0, 20.0]]), affine)[0]
+    refinement = _sphere_refinement(affine, center, 10.0, 0.0)
+    shape = refinement.labelmap.shape
+    # the initial: a ball 0.6 mm larger than the fit (within the prior's accuracy: kept), a spurious blob 6 mm
+    # beyond the surface and a hole at the centre (gross errors: the fit's label wins)
+    blob_center = center + np.array([16.5, 0.0, 0.0])
+    initial = _ball(shape, affine, center, 10.6) | _ball(shape, affine, blob_center, 2.5)
+    initial &= ~_ball(shape, affine, center, 4.0)
+    _, config = ellipsoid_prior()
+    guard = safeguard(refinement, Volume(initial.astype(np.uint8), affine), config)
+    result = guard.labelmap.array > 0
+    assert guard.decision == "guarded" and guard.n_voxels_kept > 0
+    assert np.array_equal(result, _ball(shape, affine, center, 10.6))
+    config.tim.keep_within_mm = 0.0
+    assert np.array_equal(safeguard(refinement, Volume(initial.astype(np.uint8), affine), config).labelmap.array,
+                          refinement.labelmap.array)
+
+
+def test_the_safeguard_keeps_the_initial_when_the_fit_misses_the_trusted_points():
+    affine = AFFINE_CASES["oblique"]
+    center = index_to_world(np.array([[20.0, 20.0, 20.0]]), affine)[0]
+    refinement = _sphere_refinement(affine, center, 10.0, 2.5)  # the fit lies 2.5 mm off what it was fitted to
+    initial = Volume(_ball(refinement.labelmap.shape, affine, center, 12.5).astype(np.uint8), affine)
+    _, config = ellipsoid_prior()
+    guard = safeguard(refinement, initial, config)
+    assert guard.decision == "initial" and abs(guard.fit_residual_mm - 2.5) < 0.05
+    assert np.array_equal(guard.labelmap.array > 0, initial.array > 0) and "max_fit_residual_mm" in guard.reason
+    config.tim.max_fit_residual_mm = 3.0
+    assert safeguard(refinement, initial, config).decision == "guarded"

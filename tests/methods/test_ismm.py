@@ -93,6 +93,10 @@ def test_refine_command_repairs_a_labelmap_on_the_image_grid(trained):
     assert refined.shape == truth.shape and np.allclose(refined.affine_lps, truth.affine_lps, atol=1e-5)
     record = json.loads((case_dir / "prediction.json").read_text())
     assert record["counts"]["n_fitting_points"] > 100 and "picct" in record["counts"]
+    # the safeguard says what it kept and why: the fit explains the trusted points, so the holes and blobs are
+    # repaired and only the boundary within the prior's accuracy keeps the initial's labels
+    guard = record["counts"]["safeguard"]
+    assert guard["decision"] == "guarded" and guard["fit_residual_mm"] < 1.0 and "keep the initial" in guard["reason"]
     mesh = read_mesh(case_dir / "mesh.vtk")
     truth_surface = labelmap_surface(truth, 0, "truth")
     assert np.median(point_to_mesh_distance_mm(mesh.vertices_world_mm, truth_surface)) < 1.0  # measured 0.26 mm

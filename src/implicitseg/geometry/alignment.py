@@ -40,6 +40,10 @@ class SimilarityTransform:
                    np.array(data["translation"], dtype=np.float64))
 
 
+ALIGNMENT_STARTS = ("principal-axes", "world")
+"""Where Coherent Point Drift starts (:func:`coherent_point_drift`)."""
+
+
 def _subsample(points: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
     if len(points) <= max_points:
         return points
@@ -57,40 +61,52 @@ class CpdResult:
     moving_posterior_mass: np.ndarray
 
 
-def principal_axes_rotation(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-    """The proper rotation (3, 3) that maps the principal axes of the centred cloud ``moving`` (N, 3) onto those of
-    the centred cloud ``fixed`` (M, 3), of the four sign choices the one whose rotated cloud lies closest to
-    ``fixed`` (mean nearest-neighbour distance both ways). Rigid CPD only finds nearby optima; started from this
-    it aligns shapes in any pose."""
-    from scipy.spatial import cKDTree
+def principal_axes_rotations(moving: np.ndarray, fixed: np.ndarray) -> list[np.ndarray]:
+    """The four proper rotations (3, 3) that map the principal axes of the centred cloud ``moving`` (N, 3) onto those
+    of the centred cloud ``fixed`` (M, 3) (one per sign choice of the first two axes), closest first (mean
+    nearest-neighbour distance both ways of the rotated cloud). Rigid CPD only finds nearby optima; started from
+    these it aligns shapes in any pose."""
 
     def axes(points: np.ndarray) -> np.ndarray:
         return np.linalg.eigh(points.T @ points / len(points))[1][:, ::-1]  # columns, largest variance first
 
     moving_axes, fixed_axes = axes(moving), axes(fixed)
-    fixed_tree = cKDTree(fixed)
-    best, best_cost = np.eye(3), np.inf
+    rotations = []
     for signs in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
         flips = np.diag([signs[0], signs[1], 1.0])
         rotation = fixed_axes @ flips @ moving_axes.T
         if np.linalg.det(rotation) < 0:
             flips[2, 2] = -1.0
             rotation = fixed_axes @ flips @ moving_axes.T
-        rotated = moving @ rotation.T
-        cost = fixed_tree.query(rotated)[0].mean() + cKDTree(rotated).query(fixed)[0].mean()
-        if cost < best_cost:
-            best, best_cost = rotation, cost
-    return best
+        rotations.append(rotation)
+    return sorted(rotations, key=lambda rotation: symmetric_trimmed_distance(moving @ rotation.T, fixed, 1.0))
+
+
+def symmetric_trimmed_distance(moving: np.ndarray, fixed: np.ndarray, kept_fraction: float) -> float:
+    """The mean nearest-neighbour distance of two clouds (N, 3), (M, 3), each way over the closest ``kept_fraction``
+    of its points, summed: how well two shapes overlap where they overlap (a damaged part does not count)."""
+    from scipy.spatial import cKDTree
+
+    total = 0.0
+    for a, b in ((moving, fixed), (fixed, moving)):
+        distances = np.sort(cKDTree(b).query(a)[0])
+        total += float(distances[: max(1, int(round(kept_fraction * len(distances))))].mean())
+    return total
 
 
 def coherent_point_drift(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_points: int = 3000,
                          iterations: int = 100, tolerance: float = 1e-3, outlier_weight: float = 0.0,
-                         seed: int = 0) -> CpdResult:
+                         start: str = "principal-axes", seed: int = 0) -> CpdResult:
     """Rigid-with-scaling Coherent Point Drift of ``moving_points`` (N, 3) onto ``fixed_points`` (M, 3) (pycpd),
     each cloud subsampled to ``max_points`` so the posterior matrix fits in memory; ``outlier_weight`` is CPD's
     ``w`` (the uniform outlier component's share, 0 ≤ w < 1). Both clouds are first centred and scaled to unit RMS
     radius (CPD's variance initialisation then behaves the same for any mm extent), which the returned transform
-    accounts for. The registration starts from the principal-axes alignment (:func:`principal_axes_rotation`)."""
+    accounts for. ``start``: ``principal-axes`` (shapes in any pose) runs CPD from each of the four principal-axes
+alignments (:func:`principal_axes_rotations`) and keeps the one whose registered clouds overlap best (the closest
+75 % of each cloud's points: :func:`symmetric_trimmed_distance`); ``world`` starts from the clouds' own pose (no
+rotation: shapes in one patient coordinate system, whose anatomy keeps its orientation). A thin, curved shape
+that lost a part can overlap its template about as well turned 180° as it does upright; from the world pose CPD
+stays in the upright optimum."""
     from pycpd import RigidRegistration
 
     moving = np.asarray(moving_points, dtype=np.float64)
@@ -100,6 +116,8 @@ def coherent_point_drift(moving_points: np.ndarray, fixed_points: np.ndarray, *,
         raise InputError(f"alignment needs two clouds of at least 4 points (N, 3); got {moving.shape}, {fixed.shape}")
     if not 0.0 <= outlier_weight < 1.0:
         raise InputError(f"CPD outlier weight must be in [0, 1), got {outlier_weight}")
+    if start not in ALIGNMENT_STARTS:
+        raise InputError(f"CPD start must be one of {', '.join(ALIGNMENT_STARTS)}, got {start!r}")
     rng = np.random.default_rng(seed)
     moving_indices = (np.arange(len(moving)) if len(moving) <= max_points
                       else np.sort(rng.choice(len(moving), max_points, replace=False)))
@@ -109,12 +127,19 @@ def coherent_point_drift(moving_points: np.ndarray, fixed_points: np.ndarray, *,
     fixed_radius = np.sqrt(((fixed_sample - fixed_center) ** 2).sum(axis=1).mean())
     fixed_normalised = (fixed_sample - fixed_center) / fixed_radius
     moving_normalised = (moving_sample - moving_center) / moving_radius
-    start = principal_axes_rotation(moving_normalised, fixed_normalised)
-    registration = RigidRegistration(X=fixed_normalised, Y=moving_normalised @ start.T, w=float(outlier_weight),
-                                     max_iterations=int(iterations), tolerance=float(tolerance), scale=True)
-    _, (scale, rotation_right, shift) = registration.register()
+    starts = ([np.eye(3)] if start == "world" else principal_axes_rotations(moving_normalised, fixed_normalised))
+    best = None
+    for start_rotation in starts:
+        registration = RigidRegistration(X=fixed_normalised, Y=moving_normalised @ start_rotation.T,
+                                         w=float(outlier_weight), max_iterations=int(iterations),
+                                         tolerance=float(tolerance), scale=True)
+        registered, parameters = registration.register()
+        cost = symmetric_trimmed_distance(np.asarray(registered), fixed_normalised, 0.75)
+        if best is None or cost < best[0]:
+            best = (cost, start_rotation, registration, parameters)
+    _, start_rotation, registration, (scale, rotation_right, shift) = best
     # pycpd moves row vectors: y ↦ s · y R + t; compose with the start and the normalisations on both sides
-    rotation = np.asarray(rotation_right).T @ start
+    rotation = np.asarray(rotation_right).T @ start_rotation
     total_scale = float(scale) * fixed_radius / moving_radius
     translation = fixed_center + fixed_radius * (np.asarray(shift).ravel() - float(scale) * rotation @ moving_center
                                                  / moving_radius)

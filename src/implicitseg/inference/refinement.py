@@ -33,7 +33,7 @@ from implicitseg.errors import InputError
 from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_point_drift
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.geometry.sampling import surface_samples
-from implicitseg.io.images import Volume
+from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import supported_component
 from implicitseg.models.ismm import IsmmModel
@@ -182,7 +182,7 @@ def align_initial(initial_points_world_mm: np.ndarray, template_mm: np.ndarray, 
     registration = coherent_point_drift(initial_points_world_mm, template_mm,
                                         max_points=max(tim.initial_points, tim.template_points),
                                         iterations=shapes.cpd_iterations, tolerance=shapes.cpd_tolerance,
-                                        outlier_weight=tim.outlier_weight, seed=seed)
+                                        outlier_weight=tim.outlier_weight, start=tim.alignment_start, seed=seed)
     return Alignment(Picct(registration.transform, shapes.global_scale), initial_points_world_mm,
                      registration.moving_indices, registration.moving_posterior_mass)
 
@@ -283,3 +283,61 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
               "alignment_scale": alignment.picct.similarity.scale,
               "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
     return Refinement(mesh, labelmap, alignment.picct, trusted.points_world_mm, timings, counts)
+
+
+@dataclass
+class Safeguard:
+    """What a refinement may change (:func:`safeguard`): ``decision`` ``refined`` (the fitted shape everywhere),
+    ``guarded`` (the fitted shape where it is far from the initial's boundary) or ``initial`` (the fit is not
+    trusted), the ``labelmap`` that decision gives, the consistency score ``fit_residual_mm`` (mean distance of the
+    trusted points to the fitted surface), how many voxels kept the initial's label against the fit, and the
+    ``reason`` in words."""
+
+    decision: str
+    labelmap: Volume
+    fit_residual_mm: float
+    n_voxels_kept: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"decision": self.decision, "fit_residual_mm": self.fit_residual_mm,
+                "n_voxels_kept_from_initial": self.n_voxels_kept, "reason": self.reason}
+
+
+def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConfig) -> Safeguard:
+    """The refined labelmap, kept from harm without ground truth. If the fitted surface lies on average more than
+    ``tim.max_fit_residual_mm`` from the trusted points, the prior did not explain the initial's trustworthy part and
+    the case keeps ``initial_labelmap`` (on the refined labelmap's grid, nearest). Otherwise a voxel where the two
+    disagree within ``tim.keep_within_mm`` of the fitted surface keeps the initial's label: the prior overrules the
+    initial on gross errors (holes, blobs, a missing part, all far from its surface), not on where within its own
+    accuracy the boundary lies."""
+    tim = config.tim
+    refined = refinement.labelmap
+    initial = initial_labelmap
+    if initial.shape != refined.shape or not np.allclose(initial.affine_lps, refined.affine_lps, atol=1e-4):
+        initial = resample_volume(initial, refined.shape, refined.affine_lps, interpolation="nearest")
+    initial_array = np.asarray(initial.array > 0)
+    label_value = int(refined.array.max()) if refined.array.any() else 1
+    trusted = refinement.trusted_points_world_mm
+    surface = cKDTree(refinement.mesh.vertices_world_mm)
+    residual = float(surface.query(trusted)[0].mean()) if len(trusted) else np.inf
+    if tim.max_fit_residual_mm > 0 and not residual <= tim.max_fit_residual_mm:
+        as_initial = Volume(np.where(initial_array, label_value, 0).astype(np.uint8), refined.affine_lps)
+        return Safeguard("initial", as_initial, residual, int(initial_array.sum()),
+                         f"the fitted surface lies {residual:.2f} mm from the trusted points on average (more than "
+                         f"tim.max_fit_residual_mm {tim.max_fit_residual_mm:g}): the initial segmentation is kept")
+    if tim.keep_within_mm <= 0:
+        return Safeguard("refined", refined, residual, 0, "tim.keep_within_mm is 0: the fitted shape everywhere")
+    refined_array = np.asarray(refined.array > 0)
+    differ = np.argwhere(initial_array != refined_array)
+    near = np.zeros(len(differ), dtype=bool)
+    if len(differ):
+        centres = index_to_world(differ.astype(np.float64), refined.affine_lps)
+        near = surface.query(centres, distance_upper_bound=tim.keep_within_mm)[0] <= tim.keep_within_mm
+    guarded = refined_array.copy()
+    kept = differ[near]
+    guarded[tuple(kept.T)] = initial_array[tuple(kept.T)]
+    return Safeguard("guarded", Volume(np.where(guarded, label_value, 0).astype(np.uint8), refined.affine_lps),
+                     residual, int(len(kept)),
+                     f"fitted surface {residual:.2f} mm from the trusted points on average; {len(kept)} voxels within "
+                     f"{tim.keep_within_mm:g} mm of it keep the initial's label")

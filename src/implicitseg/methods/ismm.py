@@ -17,14 +17,16 @@ import numpy as np
 import torch
 
 from implicitseg.config import IsmmConfig, IsmmModelConfig, IsmmTrainConfig, ShapesConfig, TimConfig
-from implicitseg.data.ismm import ShapeSampleDataset, prepare_shapes, shape_surface
+from implicitseg.data.ismm import ShapeSampleDataset, labelmap_surface, prepare_shapes, shape_surface
 from implicitseg.errors import InputError
-from implicitseg.inference.refinement import refine_surface, zero_level_mesh
+from implicitseg.geometry.distances import signed_distance_mm
+from implicitseg.geometry.frames import index_to_world
+from implicitseg.inference.refinement import refine_surface, safeguard, zero_level_mesh
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, Mesh, write_mesh
 from implicitseg.methods import Method
-from implicitseg.methods.pipeline import ImagePrediction
+from implicitseg.methods.predict import ImagePrediction
 from implicitseg.models.ismm import IsmmModel
 from implicitseg.training.module import IsmmLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
@@ -105,11 +107,28 @@ def _label_value(config: IsmmConfig, source: Path) -> int:
     return int(np.bincount(array[array > 0].ravel().astype(np.int64)).argmax())
 
 
+def initial_labelmap(source: Path, surface_world_mm: Mesh, output_grid: tuple[tuple[int, int, int], np.ndarray],
+                     label_value: int) -> Volume:
+    """The initial segmentation on ``output_grid``: the labelmap file itself (nearest, on another grid), or a mesh's
+    inside (voxel centres of negative signed distance)."""
+    if not any(source.name.lower().endswith(suffix) for suffix in MESH_SUFFIXES):
+        labelmap = read_labelmap(source)
+        return Volume((labelmap.array > 0).astype(np.uint8) * np.uint8(label_value), labelmap.affine_lps)
+    shape, affine = output_grid
+    index = np.indices(shape).reshape(3, -1).T.astype(np.float64)
+    inside = signed_distance_mm(index_to_world(index, affine), surface_world_mm.vertices_world_mm,
+                                surface_world_mm.faces) < 0
+    return Volume(np.where(inside.reshape(shape), label_value, 0).astype(np.uint8), affine)
+
+
 def predict_image(model: IsmmModel, config: IsmmConfig, image: Volume, image_path: Path, *, device: torch.device,
                   output_grid: tuple[tuple[int, int, int], np.ndarray], seed: int = 0,
                   initial: Path | None = None) -> ImagePrediction:
     """Refine the initial segmentation of ``image_path`` (a labelmap on any grid, or a closed mesh in world LPS mm):
-    the refined mesh (world LPS mm) and its labelmap on ``output_grid``; the trusted points as the point cloud."""
+    the refined labelmap on ``output_grid`` after the safeguard (:func:`~implicitseg.inference.refinement.safeguard`:
+    ``counts["safeguard"]`` says what it kept and why) and its mesh (world LPS mm: the fitted surface where the
+    safeguard kept none of the initial, else the labelmap's 1 mm-smoothed isosurface, or the initial mesh itself
+    when the case keeps its initial); the trusted points as the point cloud."""
     if initial is None:
         raise InputError("ismm refines an initial segmentation: give --initial LABELMAP_OR_MESH (a file, or a "
                          "folder of <case>.nii.gz / <case>.vtk)")
@@ -119,11 +138,22 @@ def predict_image(model: IsmmModel, config: IsmmConfig, image: Volume, image_pat
     label_value = _label_value(config, source)
     read_s = time.perf_counter() - start
     refinement = refine_surface(model.to(device), config, surface, output_grid, label_value=label_value, seed=seed)
-    counts = {**refinement.counts, "initial": str(source), "picct": refinement.picct.to_json()}
-    return ImagePrediction(timings={"read_initial_s": read_s, **refinement.timings}, counts=counts,
-                           labelmap=refinement.labelmap,
-                           foreground_probability=Volume(refinement.labelmap.array > 0, refinement.labelmap.affine_lps),
-                           mesh=refinement.mesh, points_world_mm=refinement.trusted_points_world_mm)
+    start = time.perf_counter()
+    guard = safeguard(refinement, initial_labelmap(source, surface, output_grid, label_value), config)
+    if guard.decision == "refined" or not guard.labelmap.array.any():
+        mesh = refinement.mesh
+    elif guard.decision == "initial" and any(source.name.lower().endswith(s) for s in MESH_SUFFIXES):
+        mesh = surface
+    else:
+        mesh = labelmap_surface(guard.labelmap, 0, f"{source} (refined)")
+    safeguard_s = time.perf_counter() - start
+    counts = {**refinement.counts, "initial": str(source), "picct": refinement.picct.to_json(),
+              "safeguard": guard.to_json(), "n_vertices": int(len(mesh.vertices_world_mm)),
+              "n_faces": int(len(mesh.faces))}
+    return ImagePrediction(timings={"read_initial_s": read_s, **refinement.timings, "safeguard_s": safeguard_s},
+                           counts=counts, labelmap=guard.labelmap,
+                           foreground_probability=Volume(guard.labelmap.array > 0, guard.labelmap.affine_lps),
+                           mesh=mesh, points_world_mm=refinement.trusted_points_world_mm)
 
 
 RECIPE = TrainingRecipe(method="ismm", module_class=IsmmLightningModule, dataset=ShapeSampleDataset.from_config,

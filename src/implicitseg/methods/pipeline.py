@@ -24,16 +24,6 @@ DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical", 
 """Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
 
 
-def __getattr__(name: str) -> type:
-    """``ImagePrediction`` lives in :mod:`implicitseg.methods.predict`; ``methods/ismm.py`` still imports it from
-    here (imported on first use, so the stages that predict nothing do not import torch)."""
-    if name == "ImagePrediction":
-        from implicitseg.methods.predict import ImagePrediction
-
-        return ImagePrediction
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _progress_bar(description: str, total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
