@@ -190,8 +190,8 @@ def test_predict_set_changes_the_mesher_and_prediction_json_records_it(tmp_path,
 
     from helpers import AFFINE_CASES, ImageLevelSetModel, blurred_sphere_hu, fake_runs
     from implicitseg.cli import app
-    from implicitseg.config import save_config
     from implicitseg.geometry.frames import index_to_world
+    from implicitseg.io.configs import save_config
     from implicitseg.methods.nudf import preset_config
 
     affine = AFFINE_CASES["anisotropic"]

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from helpers import AFFINE_CASES, BrightIsForeground, ImageLevelSetModel, blurred_sphere_hu, fake_runs
-from implicitseg.config import save_config
 from implicitseg.geometry.frames import index_to_world
+from implicitseg.io.configs import save_config
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import read_mesh
 from implicitseg.methods import nudf, roi_detector

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import yaml
 
 from implicitseg.errors import InputError
-from implicitseg.io.atomic import write_text
 
 T = TypeVar("T")
 
@@ -712,11 +711,6 @@ def preset_named(settings: list[Settings]) -> str | None:
     """The preset the last of ``settings`` that names one names (a ``--config`` file's ``preset:``), else None."""
     named = [source.values["preset"] for source in settings if isinstance(source.values.get("preset"), str)]
     return named[-1] if named else None
-
-
-def save_config(path: str | os.PathLike, config: Any) -> None:
-    """Write the fully resolved config as plain YAML (no Python tags), atomically."""
-    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

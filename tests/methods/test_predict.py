@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 import implicitseg
 from helpers import AFFINE_CASES, BrightIsForeground, ImageLevelSetModel, blurred_sphere_hu, fake_runs, sphere_volume
 from implicitseg.cli import app
-from implicitseg.config import save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
+from implicitseg.io.configs import save_config
 from implicitseg.io.images import Volume, VolumeSeries, write_image
 from implicitseg.io.meshes import read_mesh, read_point_cloud
 from implicitseg.methods import nudf, unet

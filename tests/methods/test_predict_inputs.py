@@ -8,8 +8,8 @@ import torch
 
 from helpers import AFFINE_CASES
 from implicitseg import methods
-from implicitseg.config import save_config
 from implicitseg.errors import InputError
+from implicitseg.io.configs import save_config
 from implicitseg.io.images import Volume, write_image
 from implicitseg.methods.nudf import preset_config
 from implicitseg.methods.pipeline import run_predict

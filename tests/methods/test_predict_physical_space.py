@@ -14,9 +14,9 @@ import yaml
 
 from helpers import AFFINE_CASES, ImageLevelSetModel, blurred_sphere_hu
 from implicitseg import methods
-from implicitseg.config import save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
+from implicitseg.io.configs import save_config
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import read_mesh, read_point_cloud
 from implicitseg.methods.nudf import preset_config

@@ -9,9 +9,9 @@ import pytest
 
 from helpers import AFFINE_CASES, BrightIsForeground, blurred_sphere_hu, sphere_volume
 from implicitseg import methods
-from implicitseg.config import save_config
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
+from implicitseg.io.configs import save_config
 from implicitseg.io.images import Volume, read_labelmap, write_image
 from implicitseg.io.meshes import read_mesh
 from implicitseg.methods import roi_detector, unet

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from implicitseg.config import NudfConfig, RoiConfig, config_to_dict, input_res, save_config
+from implicitseg.config import NudfConfig, RoiConfig, config_to_dict, input_res
 from implicitseg.data.check import InputRules, read_case_label, read_case_mesh
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.geometry.sampling import SampleSet, training_samples
 from implicitseg.io.atomic import write_json, write_npy, write_npz
+from implicitseg.io.configs import save_config
 from implicitseg.io.dataset import Case, load_dataset
 from implicitseg.io.images import Volume, read_image, roi_overlaps_image
 from implicitseg.io.intensities import roi_image_of

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from implicitseg.config import Settings, config_from_dict, config_to_dict, preset_named, save_config
+from implicitseg.config import Settings, config_from_dict, config_to_dict, preset_named
 from implicitseg.errors import InputError
 from implicitseg.io.atomic import write_json
+from implicitseg.io.configs import save_config
 from implicitseg.versions import versions
 
 

@@ -25,9 +25,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Dataset
 
-from implicitseg.config import config_from_dict, config_to_dict, load_yaml, save_config
+from implicitseg.config import config_from_dict, config_to_dict, load_yaml
 from implicitseg.errors import InputError
 from implicitseg.io.atomic import atomic_path
+from implicitseg.io.configs import save_config
 from implicitseg.training.module import MODEL_PREFIX, ConfiguredModule
 
 CONFIG_NAME = "config.yaml"
