@@ -59,8 +59,8 @@ def main() -> None:
     from implicitseg.data.nisf import canonical_coordinates, image_center_world_mm, normalised_frames
     from implicitseg.data.synthetic import write_synthetic_dataset
     from implicitseg.data.synthetic_cardiac import CardiacPhantom
+    from implicitseg.fitting.latent import fit_latent
     from implicitseg.geometry.frames import index_to_world
-    from implicitseg.inference.fitting import fit_latent
     from implicitseg.io.images import VolumeSeries, read_image_series
     from implicitseg.methods import get_method, pipeline
     from implicitseg.methods.nisf import class_probabilities, fit_subject

@@ -33,9 +33,9 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator):
     import torch
 
     from implicitseg.data.augment import apply_augmentation, draw_augmentation
+    from implicitseg.fitting.losses import clamped_l1_loss
     from implicitseg.methods.nudf import preset_config
     from implicitseg.models.nudf import build_model
-    from implicitseg.training.losses import clamped_l1_loss
 
     config = preset_config(preset)
     res = config.roi.res

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from implicitseg.config import IsmmLossConfig
+from implicitseg.fitting.losses import deformation_laplacian, shape_losses
 from implicitseg.models.ismm import IsmmModel
-from implicitseg.training.losses import deformation_laplacian, shape_losses
 
 
 def small_model(n_shapes: int = 3) -> IsmmModel:

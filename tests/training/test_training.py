@@ -12,8 +12,8 @@ import yaml
 
 from implicitseg.config import config_to_dict
 from implicitseg.errors import InputError
+from implicitseg.fitting.losses import clamped_l1_loss
 from implicitseg.models.nudf import NudfModel
-from implicitseg.training.losses import clamped_l1_loss
 from implicitseg.methods.nudf import METHOD
 from implicitseg.training.run import AtomicCheckpointIO, parse_max_time
 

@@ -30,6 +30,7 @@ from skimage.measure import marching_cubes
 
 from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
+from implicitseg.fitting.losses import shape_losses
 from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_point_drift
 from implicitseg.geometry.frames import index_to_world, world_to_index
 from implicitseg.geometry.sampling import surface_samples
@@ -37,7 +38,6 @@ from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import supported_component
 from implicitseg.models.ismm import IsmmModel
-from implicitseg.training.losses import shape_losses
 
 CANONICAL_BOX = 1.0
 """The canonical box is [-1, 1]³: every training shape lies in the unit sphere (PICCT's global scale)."""

@@ -24,8 +24,8 @@ from implicitseg.data.nisf import (
 from implicitseg.data.prepare import ProgressCallback, prepare_dataset, split_cases
 from implicitseg.data.prepare_labels import with_dataset_labels
 from implicitseg.errors import InputError
+from implicitseg.fitting.latent import fit_latent
 from implicitseg.geometry.frames import index_to_world
-from implicitseg.inference.fitting import fit_latent
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods import Method, copy_preset

@@ -24,12 +24,13 @@ from implicitseg.config import (
 from implicitseg.data.augment import apply_augmentation, draw_augmentation, warp_volumes
 from implicitseg.data.datasets import LabelledVolume, SurfaceSample
 from implicitseg.data.patches import LabelledPatch, sample_patch_points
+from implicitseg.fitting.latent import fit_latent
+from implicitseg.fitting.losses import clamped_l1_loss, shape_losses
 from implicitseg.models.implicit_unet import ImplicitUnet, build_patch_network
 from implicitseg.models.ismm import build_ismm_model
 from implicitseg.models.nisf import NisfModel, NisfNetwork
 from implicitseg.models.nudf import NudfModel
 from implicitseg.models.unet import build_unet
-from implicitseg.training.losses import clamped_l1_loss, shape_losses
 
 MODEL_PREFIX = "model."
 """Prefix of the network's parameters in a checkpoint's ``state_dict``."""
@@ -242,8 +243,6 @@ class NisfLightningModule(ConfiguredModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from implicitseg.inference.fitting import fit_latent
-
         train, n_classes = self.config.train, len(self.config.labels.names)
         curve: list[float] = []
         generator = torch.Generator().manual_seed(train.seed * 7919 + batch_idx)

@@ -1,4 +1,4 @@
-"""Training losses."""
+"""Losses: what training minimises, and what ISMM's refinement minimises again over a new case's codes."""
 
 from __future__ import annotations
 
