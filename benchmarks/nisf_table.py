@@ -58,7 +58,7 @@ def main() -> None:
 
     from implicitseg.data.nisf import canonical_coordinates, image_center_world_mm, normalised_frames
     from implicitseg.data.synthetic import write_synthetic_dataset
-    from implicitseg.data.synthetic_cardiac import CardiacPhantom
+    from implicitseg.data.synthetic.cardiac import CardiacPhantom
     from implicitseg.fitting.latent import fit_latent
     from implicitseg.geometry.frames import index_to_world
     from implicitseg.io.images import VolumeSeries, read_image_series

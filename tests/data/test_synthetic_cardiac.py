@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from implicitseg.data.synthetic import write_synthetic_dataset
-from implicitseg.data.synthetic_cardiac import CARDIAC_LABELS, CardiacPhantom, make_cardiac_case
+from implicitseg.data.synthetic.cardiac import CARDIAC_LABELS, CardiacPhantom, make_cardiac_case
 from implicitseg.geometry.frames import geometry_from_affine, index_to_world
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import read_image_series

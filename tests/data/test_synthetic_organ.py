@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from implicitseg.data.synthetic import write_synthetic_dataset
-from implicitseg.data.synthetic_organ import make_organ_case
+from implicitseg.data.synthetic.organ import make_organ_case
 from implicitseg.geometry.frames import world_to_index
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import read_labelmap

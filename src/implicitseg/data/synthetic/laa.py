@@ -1,4 +1,4 @@
-"""Synthetic datasets with known ground truth: CT-like phantoms of the left atrial appendage (LAA).
+"""The left atrial appendage (LAA) phantom: CT-like cases with known ground truth.
 
 A phantom is an implicit shape built in its own **phantom frame** (mm, the ostium centre at the origin, the
 appendage leaving along +z): a bumpy ellipsoidal left atrium with a pulmonary vein, and a curved appendage
@@ -19,9 +19,7 @@ are all evaluated from the same field, so they agree by construction:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.ndimage as ndimage
@@ -31,22 +29,16 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-from implicitseg.errors import InputError
+from implicitseg.data.synthetic.common import (LowFrequencyField, axis_angle_rotation, draw_image_direction,
+                                               random_rotation, unit_perpendicular)
 from implicitseg.geometry.frames import affine_from_geometry, index_to_world
-from implicitseg.io.atomic import write_text
-from implicitseg.io.dataset import write_dataset_json
-from implicitseg.io.images import Volume, write_image
-from implicitseg.io.meshes import Mesh, write_mesh
-
-SUPPORTED_KINDS = ("laa", "organ", "cardiac")
-"""Phantom kinds :func:`write_synthetic_dataset` can generate."""
+from implicitseg.io.images import Volume
+from implicitseg.io.meshes import Mesh
 
 LAA_LABELS = {"0": "background", "1": "LAA"}
 
 _FAR_MM = 1.0e3
 """Field value standing in for "far from the appendage" outside the box where it is evaluated."""
-
-_TRAIN_STREAM, _TEST_STREAM = 0, 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,60 +112,6 @@ def _atrium_body_sdf(points_mm: np.ndarray, center_mm: np.ndarray, axes: np.ndar
     bumps = np.cos(directions @ bump_directions.T + bump_phases) @ bump_amplitudes_mm
     value[band] -= bumps * _smoothstep((10.0 - np.abs(value[band])) / 4.0)
     return value
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) rotation (det +1) drawn uniformly."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
-def _axis_angle_rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    """(3, 3) rotation by ``angle_rad`` about the unit vector ``axis`` (Rodrigues)."""
-    axis = axis / np.linalg.norm(axis)
-    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    return np.eye(3) + np.sin(angle_rad) * cross + (1.0 - np.cos(angle_rad)) * cross @ cross
-
-
-def _unit_perpendicular(vector: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random unit vector perpendicular to ``vector``."""
-    candidate = rng.normal(size=3)
-    candidate -= (candidate @ vector) / (vector @ vector) * vector
-    return candidate / np.linalg.norm(candidate)
-
-
-@dataclass(frozen=True)
-class _LowFrequencyField:
-    """Sum of a few plane waves: a smooth random field in [-1, 1] over positions in mm."""
-
-    wave_vectors_per_mm: np.ndarray  # (W, 3)
-    phases: np.ndarray  # (W,)
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, n_waves: int, wavelength_mm: tuple[float, float]) -> "_LowFrequencyField":
-        directions = rng.normal(size=(n_waves, 3))
-        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        wavelengths = rng.uniform(*wavelength_mm, size=n_waves)
-        return cls(directions * (2.0 * np.pi / wavelengths[:, None]), rng.uniform(0.0, 2.0 * np.pi, size=n_waves))
-
-    def __call__(self, points_mm: np.ndarray) -> np.ndarray:
-        """(N,) values in [-1, 1]."""
-        return np.cos(points_mm @ self.wave_vectors_per_mm.T + self.phases).mean(axis=1)
-
-    def on_grid(self, mm_from_index: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-        """Values on a whole voxel grid, ``shape`` array; ``mm_from_index`` (4, 4) maps voxel indices to the
-        field's frame. A plane wave is separable over the index axes, so no per-voxel cosine is needed."""
-        total = np.zeros(shape)
-        axes = [np.arange(n) for n in shape]
-        for wave, phase in zip(self.wave_vectors_per_mm, self.phases):
-            per_index = mm_from_index[:3, :3].T @ wave
-            factors = [np.exp(1j * per_index[a] * axes[a]) for a in range(3)]
-            plane = np.exp(1j * (wave @ mm_from_index[:3, 3] + phase)) * factors[0][:, None] * factors[1][None, :]
-            total += (plane[:, :, None] * factors[2][None, None, :]).real
-        return total / len(self.phases)
 
 
 @dataclass(frozen=True)
@@ -305,7 +243,7 @@ def _draw_atrium(rng: np.random.Generator) -> dict:
     directions = rng.normal(size=(n_bumps, 3))
     directions *= rng.uniform(1.5, 3.0, size=(n_bumps, 1)) / np.linalg.norm(directions, axis=1, keepdims=True)
     return dict(
-        axes=_random_rotation(rng),
+        axes=random_rotation(rng),
         semi_axes_mm=rng.uniform(17.0, 23.0, size=3),
         bump_directions=directions,
         bump_amplitudes_mm=rng.uniform(0.2, 0.5, size=n_bumps),
@@ -325,10 +263,10 @@ def _draw_centreline(rng: np.random.Generator, inside_depth_mm: float) -> tuple[
     """Dense centreline (K, 3), arc-length fraction s (K,) and radius (K,), leaving the ostium along +z."""
     length_mm = rng.uniform(25.0, 40.0)
     tangent = np.array([0.0, 0.0, 1.0])
-    first_bend = _axis_angle_rotation(_unit_perpendicular(tangent, rng), np.radians(rng.uniform(40.0, 90.0)))
+    first_bend = axis_angle_rotation(unit_perpendicular(tangent, rng), np.radians(rng.uniform(40.0, 90.0)))
     middle_direction = first_bend @ tangent
-    second_axis = _unit_perpendicular(middle_direction, rng)
-    end_direction = _axis_angle_rotation(second_axis, np.radians(rng.uniform(-30.0, 60.0))) @ middle_direction
+    second_axis = unit_perpendicular(middle_direction, rng)
+    end_direction = axis_angle_rotation(second_axis, np.radians(rng.uniform(-30.0, 60.0))) @ middle_direction
     control = np.array([np.zeros(3), 0.33 * tangent, 0.33 * tangent + 0.33 * middle_direction,
                         0.33 * tangent + 0.33 * middle_direction + 0.33 * end_direction])
     dense = _bezier(control, np.linspace(0.0, 1.0, 2001))
@@ -409,13 +347,13 @@ def _place_lobes(phantom: LaaPhantom, rng: np.random.Generator, n_lobes: int) ->
                 if np.linalg.norm(side) < 1e-6:
                     continue
                 side /= np.linalg.norm(side)
-                side = _axis_angle_rotation(_unit_perpendicular(side, rng), np.radians(rng.uniform(0.0, 30.0))) @ side
+                side = axis_angle_rotation(unit_perpendicular(side, rng), np.radians(rng.uniform(0.0, 30.0))) @ side
                 tip = previous.tip_mm + (previous.radius_tip_mm + radius_tip + gap) * side
                 if not shortest <= np.linalg.norm(tip - attach) <= longest:
                     continue
             else:
                 # Grow the lobe sideways until its tip comes `gap` from something (or keep it free).
-                direction = _unit_perpendicular(tangent, rng) + rng.uniform(-0.4, 0.4) * tangent
+                direction = unit_perpendicular(tangent, rng) + rng.uniform(-0.4, 0.4) * tangent
                 direction /= np.linalg.norm(direction)
                 coarse = np.arange(shortest, longest, 0.25)
                 tips = attach + coarse[:, None] * direction
@@ -470,13 +408,13 @@ def draw_laa_phantom(rng: np.random.Generator) -> LaaPhantom:
         centreline, s, radius = _draw_centreline(rng, inside_depth_mm=neck_gap_mm + 5.0)
         # Put the atrium below the ostium plane: its surface along a slightly tilted direction u sits
         # neck_gap_mm below the ostium centre.
-        tilt = _axis_angle_rotation(_unit_perpendicular(np.array([0.0, 0.0, 1.0]), rng), np.radians(rng.uniform(0.0, 15.0)))
+        tilt = axis_angle_rotation(unit_perpendicular(np.array([0.0, 0.0, 1.0]), rng), np.radians(rng.uniform(0.0, 15.0)))
         u = tilt @ np.array([0.0, 0.0, 1.0])
         ray = np.linspace(0.0, 40.0, 801)[:, None] * u
         outside = _atrium_body_sdf(ray, np.zeros(3), **atrium) > 0.0
         surface_mm = float(ray[np.argmax(outside)] @ u)
         centre = -(surface_mm * u + neck_gap_mm * np.array([0.0, 0.0, 1.0]))
-        vein_direction = _unit_perpendicular(u, rng) - rng.uniform(0.3, 0.8) * u
+        vein_direction = unit_perpendicular(u, rng) - rng.uniform(0.3, 0.8) * u
         vein_direction /= np.linalg.norm(vein_direction)
         vein_start = centre + 0.5 * surface_mm * vein_direction
         phantom = LaaPhantom(
@@ -629,15 +567,6 @@ def _appendage_wall_mesh(phantom: LaaPhantom, spacing_mm: float) -> tuple[np.nda
     return vertices, faces, lumen_center
 
 
-def draw_image_direction(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) orthonormal image direction (columns = index axes in world LPS): a rotation by 10–40° about a
-    random axis, so never axis-aligned, with one axis flipped (det -1) in 40 % of draws."""
-    direction = _axis_angle_rotation(rng.normal(size=3), np.radians(rng.uniform(10.0, 40.0)))
-    if rng.random() < 0.4:
-        direction = direction @ np.diag(rng.permutation([1.0, 1.0, -1.0]))
-    return direction
-
-
 def make_laa_case(rng: np.random.Generator, case_id: str = "laa_000", *, mesh_spacing_mm: float = 0.5) -> SyntheticCase:
     """Generate one LAA case (image, labelmap, open wall mesh) from ``rng`` (deterministic given its state).
 
@@ -651,9 +580,9 @@ def make_laa_case(rng: np.random.Generator, case_id: str = "laa_000", *, mesh_sp
     # Pose: the appendage leaves the atrium roughly along _BASE_POSE, turned by up to 30 degrees.
     base = _BASE_POSE / np.linalg.norm(_BASE_POSE)
     align_axis = np.cross([0.0, 0.0, 1.0], base)
-    align = _axis_angle_rotation(align_axis, float(np.arccos(base[2])))
-    spin = _axis_angle_rotation(np.array([0.0, 0.0, 1.0]), rng.uniform(0.0, 2.0 * np.pi))
-    wobble = _axis_angle_rotation(rng.normal(size=3), np.radians(rng.uniform(0.0, 30.0)))
+    align = axis_angle_rotation(align_axis, float(np.arccos(base[2])))
+    spin = axis_angle_rotation(np.array([0.0, 0.0, 1.0]), rng.uniform(0.0, 2.0 * np.pi))
+    wobble = axis_angle_rotation(rng.normal(size=3), np.radians(rng.uniform(0.0, 30.0)))
     rotation = wobble @ align @ spin
     surface_center_phantom = Mesh(vertices_phantom, faces).center_of_mass_world_mm()
     center_phantom = 0.5 * (surface_center_phantom + lumen_center_phantom)
@@ -712,7 +641,7 @@ def _render_ct(rng: np.random.Generator, points_phantom: np.ndarray, blood: np.n
     wall_mm = rng.uniform(1.2, 2.0)
 
     def smooth_field(wavelength_mm: tuple[float, float]) -> np.ndarray:
-        return _LowFrequencyField.draw(rng, 3, wavelength_mm).on_grid(phantom_from_index, shape).ravel()
+        return LowFrequencyField.draw(rng, 3, wavelength_mm).on_grid(phantom_from_index, shape).ravel()
 
     blood_hu = rng.uniform(300.0, 450.0) + 20.0 * smooth_field((60.0, 120.0))
     wall_hu = rng.uniform(40.0, 80.0)
@@ -726,75 +655,3 @@ def _render_ct(rng: np.random.Generator, points_phantom: np.ndarray, blood: np.n
     in_wall = np.clip(0.5 - (blood - wall_mm) / voxel_mm, 0.0, 1.0)
     hu = blood_hu * in_blood + wall_hu * (in_wall - in_blood) + background * (1.0 - in_wall)
     return hu.astype(np.float32).reshape(shape)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Dataset writer
-# ----------------------------------------------------------------------------------------------------------
-
-
-def case_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    """The generator of case ``index`` of a split (``stream`` 0 = training, 1 = test) for ``seed``."""
-    return np.random.default_rng([int(seed), int(stream), int(index)])
-
-
-def write_synthetic_dataset(out_dir: Path, *, kind: str = "laa", n_cases: int = 10, seed: int = 0,
-                            n_test: int | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write a synthetic dataset in the layout of DESIGN §3 into ``out_dir`` and return ``out_dir``.
-
-    ``kind``: ``laa`` (CT with the left atrial appendage: labelmap and open wall mesh), ``organ`` (abdominal CT
-    with an organ and a lesion inside it: a two-label labelmap, no mesh; :mod:`.synthetic_organ`) or
-    ``cardiac`` (cine MRI short-axis stacks, 4D images and labelmaps of 10 frames, three labels, and the phantom
-    behind each in ``phantoms/<case>.json``, whose labels are known at any point: :mod:`.synthetic_cardiac`).
-    ``n_cases`` training cases (``imagesTr``, ``labelsTr``, ``meshesTr``) plus ``n_test`` test cases
-    (default ``max(1, n_cases // 5)``; images in ``imagesTs``, ground truth in ``labelsTs``/``meshesTs``),
-    ids ``<kind>_000``, ``<kind>_001``, … (test ids follow the training ids). Same seed → identical files' arrays;
-    each case depends only on (seed, split, its index in the split). ``progress(done, total)`` is called
-    after each case. ``dataset.json`` is written last.
-    """
-    from implicitseg.data.synthetic_cardiac import CARDIAC_LABELS, make_cardiac_case  # they build on this module
-    from implicitseg.data.synthetic_organ import ORGAN_LABELS, make_organ_case
-    from implicitseg.io.images import VolumeSeries, write_image_series
-
-    if kind not in SUPPORTED_KINDS:
-        raise InputError(f"unknown synthetic dataset kind {kind!r}; supported kinds: {', '.join(SUPPORTED_KINDS)}")
-    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
-        raise InputError(f"number of cases must be a positive integer, got {n_cases!r}")
-    n_test = max(1, n_cases // 5) if n_test is None else n_test
-    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
-        raise InputError(f"number of test cases must be a non-negative integer, got {n_test!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: output exists and is not a folder")
-    total = n_cases + n_test
-    training: list[dict[str, str]] = []
-    test: list[str] = []
-    for position in range(total):
-        is_test = position >= n_cases
-        identifier = f"{kind}_{position:03d}"
-        rng = case_rng(seed, _TEST_STREAM if is_test else _TRAIN_STREAM, position - n_cases if is_test else position)
-        split = "Ts" if is_test else "Tr"
-        entry = {"image": f"images{split}/{identifier}.nii.gz", "label": f"labels{split}/{identifier}.nii.gz"}
-        if kind == "cardiac":
-            cine = make_cardiac_case(rng, identifier)
-            step = 1.0 / len(cine.image)  # time in fractions of the cardiac cycle
-            write_image_series(out_dir / entry["image"], VolumeSeries(cine.image, cine.affine_lps, step))
-            write_image_series(out_dir / entry["label"], VolumeSeries(cine.labelmap, cine.affine_lps, step))
-            write_text(out_dir / "phantoms" / f"{identifier}.json", cine.phantom.to_json())
-        else:
-            case = make_laa_case(rng, identifier) if kind == "laa" else make_organ_case(rng, identifier)
-            write_image(out_dir / entry["image"], case.image)
-            write_image(out_dir / entry["label"], case.labelmap)
-        if kind == "laa":
-            entry["mesh"] = f"meshes{split}/{identifier}.vtk"
-            write_mesh(out_dir / entry["mesh"], case.mesh, space="LPS")
-        if is_test:
-            test.append(entry["image"])
-        else:
-            training.append(entry)
-        if progress is not None:
-            progress(position + 1, total)
-    labels = {"laa": LAA_LABELS, "organ": ORGAN_LABELS, "cardiac": CARDIAC_LABELS}[kind]
-    write_dataset_json(out_dir, name=f"synthetic-{kind}-seed{seed}", modality="MR" if kind == "cardiac" else "CT",
-                       labels=dict(labels), training=training, test=test, mesh_space="LPS")
-    return out_dir

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from implicitseg.data.synthetic import _LowFrequencyField, _random_rotation, draw_image_direction
+from implicitseg.data.synthetic.common import LowFrequencyField, draw_image_direction, random_rotation
 from implicitseg.geometry.frames import affine_from_geometry, index_to_world
 from implicitseg.io.images import Volume
 
@@ -35,7 +35,7 @@ class OrganCase:
 
 
 def _organ_distance_mm(points_mm: np.ndarray, center_mm: np.ndarray, rotation: np.ndarray, semi_axes_mm: np.ndarray,
-                       bend: _LowFrequencyField, bend_mm: float) -> np.ndarray:
+                       bend: LowFrequencyField, bend_mm: float) -> np.ndarray:
     """Approximate signed distance (mm, < 0 inside) to the bent ellipsoid."""
     local = (points_mm - center_mm) @ rotation
     radius_scale = np.linalg.norm(local / semi_axes_mm, axis=1)
@@ -46,8 +46,8 @@ def make_organ_case(rng: np.random.Generator, case_id: str = "organ_000") -> Org
     """Generate one organ + lesion case from ``rng``."""
     center_world = rng.uniform(-60.0, 60.0, size=3)
     semi_axes = np.sort(rng.uniform(18.0, 38.0, size=3))[::-1]
-    rotation = _random_rotation(rng)
-    bend = _LowFrequencyField.draw(rng, 4, (40.0, 90.0))
+    rotation = random_rotation(rng)
+    bend = LowFrequencyField.draw(rng, 4, (40.0, 90.0))
     bend_mm = rng.uniform(1.5, 4.0)
 
     direction = draw_image_direction(rng)
@@ -73,9 +73,9 @@ def make_organ_case(rng: np.random.Generator, case_id: str = "organ_000") -> Org
     voxel_mm = float(np.prod(spacing) ** (1.0 / 3.0))
     in_organ = np.clip(0.5 - organ / voxel_mm, 0.0, 1.0)
     in_lesion = np.clip(0.5 - lesion / voxel_mm, 0.0, 1.0)
-    organ_hu = rng.uniform(90.0, 150.0) + 8.0 * _LowFrequencyField.draw(rng, 3, (30.0, 60.0))(points_world)
+    organ_hu = rng.uniform(90.0, 150.0) + 8.0 * LowFrequencyField.draw(rng, 3, (30.0, 60.0))(points_world)
     contrast = rng.choice([-1.0, 1.0]) * rng.uniform(25.0, 60.0)
-    tissue = _LowFrequencyField.draw(rng, 3, (25.0, 60.0))(points_world)
+    tissue = LowFrequencyField.draw(rng, 3, (25.0, 60.0))(points_world)
     fat = np.clip((tissue - 0.2) / 0.2, 0.0, 1.0)
     background_hu = rng.uniform(30.0, 55.0) * (1.0 - fat) + rng.uniform(-120.0, -80.0) * fat
     hu = background_hu * (1.0 - in_organ) + organ_hu * (in_organ - in_lesion) + (organ_hu + contrast) * in_lesion

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from implicitseg.data.synthetic import _axis_angle_rotation, _LowFrequencyField, _unit_perpendicular
+from implicitseg.data.synthetic.common import LowFrequencyField, axis_angle_rotation, unit_perpendicular
 from implicitseg.geometry.frames import affine_from_geometry, index_to_world
 
 CARDIAC_LABELS = {"0": "background", "1": "LV blood pool", "2": "LV myocardium", "3": "RV blood pool"}
@@ -81,11 +81,11 @@ def draw_cardiac_phantom(rng: np.random.Generator) -> CardiacPhantom:
     """A heart of random size, shape and pose (long axis towards the patient's left, anterior and inferior)."""
     apex_direction = np.array([0.6, -0.45, -0.65]) + rng.normal(scale=0.12, size=3)
     apex_direction /= np.linalg.norm(apex_direction)
-    septum = _unit_perpendicular(apex_direction, rng)
+    septum = unit_perpendicular(apex_direction, rng)
     # turn the septal direction about the long axis towards the patient's right-anterior side
     right_anterior = np.array([-0.7, -0.7, 0.0]) - apex_direction * (apex_direction @ np.array([-0.7, -0.7, 0.0]))
     septum = right_anterior / np.linalg.norm(right_anterior)
-    septum = _axis_angle_rotation(apex_direction, rng.uniform(-0.3, 0.3)) @ septum
+    septum = axis_angle_rotation(apex_direction, rng.uniform(-0.3, 0.3)) @ septum
     a_axis = -septum
     b_axis = np.cross(apex_direction, a_axis)
     lv_radius = rng.uniform(22.0, 28.0)
@@ -119,7 +119,7 @@ def short_axis_grid(phantom: CardiacPhantom, rng: np.random.Generator) -> tuple[
     """A short-axis stack covering the heart: slices perpendicular to the long axis (with a few degrees of
     error, as planned on a scanner), base to apex plus a margin, square field of view of 150–170 mm."""
     axes = np.array(phantom.axes)
-    tilt = _axis_angle_rotation(_unit_perpendicular(axes[:, 2], rng), np.radians(rng.uniform(0.0, 6.0)))
+    tilt = axis_angle_rotation(unit_perpendicular(axes[:, 2], rng), np.radians(rng.uniform(0.0, 6.0)))
     direction = tilt @ axes
     if rng.uniform() < 0.5:  # some scanners stack apex to base
         direction = direction @ np.diag([1.0, -1.0, -1.0])
@@ -160,8 +160,8 @@ def make_cardiac_case(rng: np.random.Generator, case_id: str = "cardiac_000", *,
     shape, affine = short_axis_grid(phantom, rng)
     index_world = index_to_world(np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
                                  .reshape(-1, 3), affine)
-    fat = np.clip((_LowFrequencyField.draw(rng, 4, (40.0, 90.0))(index_world) - 0.35) / 0.2, 0.0, 1.0)
-    texture = (0.3 + 0.05 * _LowFrequencyField.draw(rng, 3, (20.0, 50.0))(index_world)) * (1.0 - fat) + 0.75 * fat
+    fat = np.clip((LowFrequencyField.draw(rng, 4, (40.0, 90.0))(index_world) - 0.35) / 0.2, 0.0, 1.0)
+    texture = (0.3 + 0.05 * LowFrequencyField.draw(rng, 3, (20.0, 50.0))(index_world)) * (1.0 - fat) + 0.75 * fat
     # lungs: two large regions either side of the heart, away from it
     lateral = (index_world - np.array(phantom.center_mm)) @ np.array(phantom.axes)[:, 1]
     lungs = (np.abs(lateral) > rng.uniform(55.0, 65.0)) & (fat < 0.5)
