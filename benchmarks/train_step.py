@@ -90,7 +90,7 @@ def _patch_step(preset: str, device: str, batch: int, generator):
 
     from implicitseg.config import LabelsConfig
     from implicitseg.methods.implicit_unet import PRESETS
-    from implicitseg.methods import copy_preset
+    from implicitseg.methods.base import copy_preset
     from implicitseg.training.module import PatchSegmentationModule
 
     config = copy_preset(PRESETS, preset)

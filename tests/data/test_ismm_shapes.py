@@ -17,7 +17,8 @@ from implicitseg.geometry.alignment import Picct
 from implicitseg.io.dataset import write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh
-from implicitseg.methods import copy_preset, ismm
+from implicitseg.methods import ismm
+from implicitseg.methods.base import copy_preset
 
 SEMI_AXES_MM = np.array([22.0, 15.0, 10.0])
 POSES = {  # grid, rotation (degrees), scale of the anatomy

@@ -123,7 +123,7 @@ def _two_label_case(root: Path, name: str, affine: np.ndarray) -> Case:
 @pytest.mark.parametrize("name", ["flipped_oblique", "anisotropic"])
 def test_patch_case_keeps_every_label_on_the_working_grid_in_place(tmp_path, name):
     from implicitseg.data.prepare_labels import prepare_volume_case
-    from implicitseg.methods import copy_preset
+    from implicitseg.methods.base import copy_preset
     from implicitseg.methods.implicit_unet import PRESETS
 
     affine = AFFINE_CASES[name]

@@ -17,7 +17,8 @@ from implicitseg.geometry.frames import index_to_world
 from implicitseg.inference.refinement import Refinement, refine_surface, safeguard, zero_level_mesh
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
-from implicitseg.methods import copy_preset, ismm
+from implicitseg.methods import ismm
+from implicitseg.methods.base import copy_preset
 from implicitseg.models.ismm import IsmmModel
 
 SEMI_AXES_CANONICAL = torch.tensor([0.8, 0.55, 0.4])

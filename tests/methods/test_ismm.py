@@ -20,7 +20,8 @@ from implicitseg.evaluation.surface import point_to_mesh_distance_mm
 from implicitseg.io.dataset import write_dataset_json
 from implicitseg.io.images import Volume, read_labelmap, write_image
 from implicitseg.io.meshes import read_mesh, write_mesh
-from implicitseg.methods import copy_preset, ismm
+from implicitseg.methods import ismm
+from implicitseg.methods.base import copy_preset
 from implicitseg.methods.pipeline import run_predict
 
 TRAINING = {  # grid, rotation (degrees), semi-axes (mm)

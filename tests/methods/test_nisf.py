@@ -19,7 +19,8 @@ from implicitseg.errors import InputError
 from implicitseg.geometry.frames import index_to_world
 from implicitseg.io.configs import save_config
 from implicitseg.io.images import read_image_series
-from implicitseg.methods import copy_preset, nisf
+from implicitseg.methods import nisf
+from implicitseg.methods.base import copy_preset
 from implicitseg.methods.pipeline import run_predict, run_prepare, run_train
 from implicitseg.methods.predict import parse_plane
 from implicitseg.models.nisf import NisfModel, NisfNetwork

@@ -32,8 +32,7 @@ from implicitseg.inference.sparse_grid import (
 )
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, resample_volume
-from implicitseg.methods import Method, copy_preset
-from implicitseg.methods.predict import ImagePrediction
+from implicitseg.methods.base import ImagePrediction, Method, copy_preset
 from implicitseg.models.implicit_unet import ImplicitUnet
 from implicitseg.training.module import PatchSegmentationModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run

@@ -25,8 +25,7 @@ from implicitseg.inference.refinement import refine_surface, safeguard, zero_lev
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, Mesh, write_mesh
-from implicitseg.methods import Method
-from implicitseg.methods.predict import ImagePrediction
+from implicitseg.methods.base import ImagePrediction, Method
 from implicitseg.models.ismm import IsmmModel
 from implicitseg.training.module import IsmmLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run

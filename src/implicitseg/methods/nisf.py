@@ -28,8 +28,7 @@ from implicitseg.fitting.latent import fit_latent
 from implicitseg.geometry.frames import index_to_world
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
-from implicitseg.methods import Method, copy_preset
-from implicitseg.methods.predict import ImagePrediction
+from implicitseg.methods.base import ImagePrediction, Method, copy_preset
 from implicitseg.models.nisf import NisfModel
 from implicitseg.training.module import NisfLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run

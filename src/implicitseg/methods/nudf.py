@@ -29,8 +29,7 @@ from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import select_components
 from implicitseg.meshing.poisson import mesh_from_point_cloud
 from implicitseg.meshing.udf_mc import extract_open_surface
-from implicitseg.methods import Method, copy_preset, preset_chooser
-from implicitseg.methods.predict import RoiPrediction
+from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import NudfLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
 

@@ -41,49 +41,14 @@ from implicitseg.io.images import (
 from implicitseg.io.intensities import roi_image_of
 from implicitseg.io.meshes import Mesh, write_mesh, write_point_cloud
 from implicitseg.meshing.isosurface import probability_to_mesh
-from implicitseg.methods import Method, get_method
+from implicitseg.methods import get_method
+from implicitseg.methods.base import ImagePrediction, Method, RoiPrediction
 from implicitseg.training.run import CHECKPOINTS, CONFIG_NAME, RUNTIME_SECTIONS
 from implicitseg.versions import versions
 
 PREDICT_SECTIONS = tuple(name for name in RUNTIME_SECTIONS if name != "train")
 """Config sections a trained run may change at prediction (``--set``, ``load_run(overrides=...)``): the runtime
 sections, less training's."""
-
-
-@dataclass
-class RoiPrediction:
-    """What a method predicts for one ROI, timings in s.
-
-    Surface methods give a mesh and its dense point cloud in world LPS mm; voxel methods give the foreground
-    probability on the ROI grid ``(res, res, res)`` in (Z, Y, X) order, which the predictor upsamples to the image
-    grid, thresholds at ``probability_level`` into a labelmap and isosurfaces into a mesh.
-    """
-
-    timings: dict[str, float]
-    counts: dict[str, int]
-    mesh: Mesh | None = None
-    points_world_mm: np.ndarray | None = None
-    probability_zyx: np.ndarray | None = None
-    probability_level: float = 0.5
-    meshing: dict | None = None
-    """How the mesh was made (extractor, cell size, components kept and dropped), for prediction.json."""
-
-
-@dataclass
-class ImagePrediction:
-    """What a whole-image method predicts for one image on its output grid (the image's own, or the same box at
-    ``--spacing``), timings in s: the labelmap (class per voxel) and the probability of any foreground class,
-    whose isosurface at 0.5 becomes the mesh."""
-
-    timings: dict[str, float]
-    counts: dict[str, object]
-    labelmap: Volume | VolumeSeries
-    """A class per voxel; a series for 3D+t methods (one labelmap per frame)."""
-    foreground_probability: Volume
-    mesh: Mesh | None = None
-    """The method's own surface (world LPS mm), written instead of the isosurface of ``foreground_probability``."""
-    points_world_mm: np.ndarray | None = None
-    """Points (N, 3) world LPS mm worth showing with the result (ISMM: the trusted points), written as points.ply."""
 
 
 @dataclass

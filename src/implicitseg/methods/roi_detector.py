@@ -9,7 +9,7 @@ from implicitseg.config import AugmentConfig, DetectorGridConfig, RoiDetectorCon
 from implicitseg.data.datasets import LabelledVolumeDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case
-from implicitseg.methods import Method, copy_preset, preset_chooser
+from implicitseg.methods.base import Method, copy_preset, preset_chooser
 from implicitseg.training.module import DetectorLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
 

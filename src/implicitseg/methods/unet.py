@@ -15,8 +15,7 @@ from implicitseg.data.prepare import prepare_dataset
 from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_unet_case
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.roi import foreground_probability
-from implicitseg.methods import Method, copy_preset, preset_chooser
-from implicitseg.methods.predict import RoiPrediction
+from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import SegmentationLightningModule
 from implicitseg.training.run import TrainingRecipe, load_model, train_run
 
