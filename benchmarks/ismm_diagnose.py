@@ -96,7 +96,8 @@ def main() -> None:
         mesh = tim.zero_level_mesh(model, config.tim.mesh_resolution, hyper, instance)
         with np.load(args.out / "prep" / name / "samples.npz") as samples:
             truth_mm = samples["surface_points"][: args.points] / scale
-        mean_mm, p95_mm = symmetric_mm(cloud(mesh) / scale, truth_mm)
+        points_mm = surface_samples(mesh.vertices_canonical, mesh.faces, args.points, rng)[0] / scale
+        mean_mm, p95_mm = symmetric_mm(points_mm, truth_mm)
         training.append({"case": name, "mean_mm": mean_mm, "p95_mm": p95_mm})
         print(f"training shape {name}: codes' surface to the shape {mean_mm:.2f} mm mean, {p95_mm:.2f} mm p95",
               flush=True)

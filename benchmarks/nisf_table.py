@@ -56,11 +56,11 @@ def main() -> None:
     import torch
     from matplotlib import pyplot as plt
 
-    from implicitseg.data.nisf import canonical_coordinates, image_center_world_mm, normalised_frames
+    from implicitseg.data.nisf import normalised_frames
     from implicitseg.data.synthetic import write_synthetic_dataset
     from implicitseg.data.synthetic.cardiac import CardiacPhantom
     from implicitseg.fitting.latent import fit_latent
-    from implicitseg.geometry.frames import index_to_world
+    from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm, index_to_world
     from implicitseg.io.images import VolumeSeries, read_image_series
     from implicitseg.methods import get_method, pipeline
     from implicitseg.methods.nisf import class_probabilities, fit_subject

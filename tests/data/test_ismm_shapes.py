@@ -13,7 +13,7 @@ from helpers import AFFINE_CASES, posed_ellipsoid_labelmap, rotation_matrix
 from implicitseg.config import ShapesConfig
 from implicitseg.data.ismm import ShapeSampleDataset, choose_anchor, prepare_shapes, shape_surface
 from implicitseg.errors import InputError
-from implicitseg.geometry.alignment import Picct
+from implicitseg.geometry.frames import Picct
 from implicitseg.io.dataset import write_dataset_json
 from implicitseg.io.images import Volume, write_image
 from implicitseg.io.meshes import Mesh, write_mesh

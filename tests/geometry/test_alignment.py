@@ -7,9 +7,8 @@ import pytest
 
 from helpers import AFFINE_CASES, rotation_matrix
 from implicitseg.errors import InputError
-from implicitseg.geometry.alignment import (Picct, SimilarityTransform, coherent_point_drift, cpd_similarity,
-                                            unit_sphere_scale)
-from implicitseg.geometry.frames import index_to_world, world_to_index
+from implicitseg.geometry.alignment import coherent_point_drift, cpd_similarity, unit_sphere_scale
+from implicitseg.geometry.frames import Picct, SimilarityTransform, index_to_world, world_to_index
 
 
 def _irregular_shape(rng: np.random.Generator, n: int = 4000) -> np.ndarray:

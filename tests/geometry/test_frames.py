@@ -3,7 +3,9 @@ import pytest
 
 from helpers import AFFINE_CASES
 from implicitseg.geometry.frames import (
+    CanonicalMesh,
     Roi,
+    anchor_picct,
     geometry_from_affine,
     index_to_world,
     lps_to_ras,
@@ -57,3 +59,19 @@ def test_roi_rejects_bad_values_with_message(bad):
     arguments = dict(center_world_mm=(0, 0, 0), size_mm=70.0, res=64) | bad
     with pytest.raises(ValueError, match="ROI"):
         Roi(**arguments)
+
+
+def test_the_anchor_picct_moves_the_anchor_centre_to_the_origin_and_scales():
+    center = np.array([12.0, -40.0, 7.5])
+    picct = anchor_picct(center, 0.02)
+    points_world_mm = np.array([[12.0, -40.0, 7.5], [62.0, -40.0, 7.5]])
+    assert np.allclose(picct.world_to_canonical(points_world_mm), [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.allclose(picct.canonical_to_world(picct.world_to_canonical(points_world_mm)), points_world_mm)
+
+
+def test_a_canonical_mesh_names_its_frame_and_checks_its_faces():
+    mesh = CanonicalMesh(np.eye(3, dtype=np.float32), [[0, 1, 2]])
+    assert mesh.vertices_canonical.dtype == np.float64 and mesh.faces.dtype == np.int64
+    assert not hasattr(mesh, "vertices_world_mm")
+    with pytest.raises(ValueError, match="faces"):
+        CanonicalMesh(np.eye(3), [[0, 1, 3]])

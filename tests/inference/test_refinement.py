@@ -66,10 +66,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_template_surface_is_the_zero_level_set_in_the_canonical_box():
     model, _ = ellipsoid_prior()
     mesh = zero_level_mesh(model, 48)
-    radii = np.linalg.norm(mesh.vertices_world_mm / SEMI_AXES_CANONICAL.numpy(), axis=1)
+    radii = np.linalg.norm(mesh.vertices_canonical / SEMI_AXES_CANONICAL.numpy(), axis=1)
     assert np.allclose(radii, 1.0, atol=0.05)
     # outward normals: the faces' normals point away from the centre
-    corners = mesh.vertices_world_mm[mesh.faces]
+    corners = mesh.vertices_canonical[mesh.faces]
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     assert np.mean(np.sum(normals * corners.mean(axis=1), axis=1) > 0) > 0.99
 
@@ -87,10 +87,10 @@ def test_the_shape_is_the_component_the_trusted_points_lie_on_not_the_largest():
     model, _ = ellipsoid_prior()
     model.template = EllipsoidAndPocket()
     largest = zero_level_mesh(model, 48)
-    assert np.linalg.norm(largest.vertices_world_mm, axis=1).min() > 0.85  # the pocket has more faces
+    assert np.linalg.norm(largest.vertices_canonical, axis=1).min() > 0.85  # the pocket has more faces
     on_ellipsoid = np.array([[0.8, 0.0, 0.0], [0.0, -0.55, 0.0], [0.0, 0.0, 0.4], [-0.8, 0.0, 0.0]])
     supported = zero_level_mesh(model, 48, support_points_canonical=on_ellipsoid)
-    radii = np.linalg.norm(supported.vertices_world_mm / SEMI_AXES_CANONICAL.numpy(), axis=1)
+    radii = np.linalg.norm(supported.vertices_canonical / SEMI_AXES_CANONICAL.numpy(), axis=1)
     assert np.allclose(radii, 1.0, atol=0.05)
 
 

@@ -12,11 +12,11 @@ import torch
 
 from implicitseg import methods
 from implicitseg.config import CanonicalConfig, LabelsConfig, NisfConfig, config_from_dict
-from implicitseg.data.nisf import NisfSubjectDataset, canonical_coordinates, image_center_world_mm, normalised_frames
+from implicitseg.data.nisf import NisfSubjectDataset, normalised_frames
 from implicitseg.data.synthetic import write_synthetic_dataset
 from implicitseg.data.synthetic.cardiac import CardiacPhantom
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import index_to_world
+from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm, index_to_world
 from implicitseg.io.configs import save_config
 from implicitseg.io.images import read_image_series
 from implicitseg.methods import nisf

@@ -31,8 +31,9 @@ from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import split_cases_of
 from implicitseg.data.prepare import ProgressCallback, prepare_dataset
 from implicitseg.errors import InputError
-from implicitseg.geometry.alignment import Picct, SimilarityTransform, cpd_similarity, unit_sphere_scale
+from implicitseg.geometry.alignment import cpd_similarity, unit_sphere_scale
 from implicitseg.geometry.distances import signed_distance_mm
+from implicitseg.geometry.frames import CanonicalMesh, Picct, SimilarityTransform
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.atomic import write_json, write_npz
 from implicitseg.io.dataset import Case, load_dataset
@@ -133,19 +134,19 @@ def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, rules: Inp
     shapes = config.shapes
     picct = Picct.from_json(transforms[case.case_id])
     mesh = case_surface(case, shapes, rules)
-    canonical = Mesh(picct.world_to_canonical(mesh.vertices_world_mm), mesh.faces)
+    canonical = CanonicalMesh(picct.world_to_canonical(mesh.vertices_world_mm), mesh.faces)
     rng = _case_rng(case.case_id, seed)
-    surface_points, surface_normals = surface_samples(canonical.vertices_world_mm, canonical.faces,
+    surface_points, surface_normals = surface_samples(canonical.vertices_canonical, canonical.faces,
                                                       shapes.surface_points, rng)
     free_points = uniform_in_unit_ball(shapes.free_space_points, rng)
-    free_sdf = signed_distance_mm(free_points, canonical.vertices_world_mm, canonical.faces)
+    free_sdf = signed_distance_mm(free_points, canonical.vertices_canonical, canonical.faces)
     if not (np.all(np.isfinite(free_sdf)) and np.all(np.isfinite(surface_normals))):
         raise InputError(f"case {case.case_id!r}: samples hold NaN (degenerate surface?)")
     case_dir = Path(out_dir) / case.case_id
     write_npz(case_dir / "samples.npz", surface_points=surface_points.astype(np.float32),
               surface_normals=surface_normals.astype(np.float32), free_points=free_points.astype(np.float32),
               free_sdf=free_sdf.astype(np.float32))
-    radius = float(np.linalg.norm(canonical.vertices_world_mm, axis=1).max())
+    radius = float(np.linalg.norm(canonical.vertices_canonical, axis=1).max())
     write_json(case_dir / "shape.json", {"case": case.case_id, "picct": picct.to_json(),
                                          "source": str(case.label if case.label is not None else case.mesh),
                                          "max_radius_canonical": radius, "n_faces": int(len(mesh.faces))})

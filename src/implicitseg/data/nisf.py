@@ -1,11 +1,11 @@
-"""NISF's data (spec "Coordinates", "Prior training"): the ``prepare`` stage, the canonical coordinates and the
-training dataset. Images and labelmaps stay as they were acquired — no resampling: NISF learns in physical
-space, so any grid, spacing and orientation is fine.
+"""NISF's data (spec "Coordinates", "Prior training"): the ``prepare`` stage and the training dataset, whose
+coordinates are :func:`~implicitseg.geometry.frames.canonical_coordinates`. Images and labelmaps stay as they were
+acquired — no resampling: NISF learns in physical space, so any grid, spacing and orientation is fine.
 
 Per case, into ``PREP/<case>/``: ``image.npy`` float32 ``(T, I, J, K)`` (frames × the image's own index axes),
 each frame min–max normalised to [0, 1]; ``label.npy`` uint8, same shape, class per voxel; ``grid.json`` with the
 index → world LPS mm affine, the shape and ``center_world_mm`` (the centre of the image's box, from which
-:func:`canonical_coordinates` measures). 3D images are one frame.
+:func:`~implicitseg.geometry.frames.canonical_coordinates` measures). 3D images are one frame.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from implicitseg.config import NisfConfig
 from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import IMAGE_NAME, LABEL_NAME, split_cases_of
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import index_to_world
+from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm
 from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
 from implicitseg.io.images import VolumeSeries, read_image_series, read_labelmap_series
@@ -37,29 +37,6 @@ def normalised_frames(frames: np.ndarray) -> np.ndarray:
     low = frames.reshape(len(frames), -1).min(axis=1)[:, None, None, None]
     high = frames.reshape(len(frames), -1).max(axis=1)[:, None, None, None]
     return ((frames - low) / np.where(high > low, high - low, 1.0)).astype(np.float32)
-
-
-def image_center_world_mm(shape: tuple[int, ...], affine_lps: np.ndarray) -> np.ndarray:
-    """World LPS mm (3,) of the centre of the image's box (the mean of its corner voxels' centres)."""
-    return index_to_world(((np.array(shape[-3:]) - 1) / 2.0)[None], affine_lps)[0]
-
-
-def canonical_coordinates(index_ijk: np.ndarray, affine_lps: np.ndarray, center_world_mm: np.ndarray,
-                          config: NisfConfig, time: float | np.ndarray | None = None) -> np.ndarray:
-    """Network coordinates (N, 3 or 4) float32 of voxel indices (N, 3) (any real values): ``(world - centre) /
-    scale_mm``, then the time in [0, 1) when ``config.canonical.with_time`` (``time``: one value or (N,))."""
-    world = index_to_world(np.asarray(index_ijk, dtype=np.float64), affine_lps)
-    return world_to_canonical(world, center_world_mm, config, time)
-
-
-def world_to_canonical(points_world_mm: np.ndarray, center_world_mm: np.ndarray, config: NisfConfig,
-                       time: float | np.ndarray | None = None) -> np.ndarray:
-    """Network coordinates (N, 3 or 4) float32 of world LPS mm points (N, 3); see :func:`canonical_coordinates`."""
-    spatial = (np.asarray(points_world_mm, dtype=np.float64) - center_world_mm) / float(config.canonical.scale_mm)
-    if not config.canonical.with_time:
-        return spatial.astype(np.float32)
-    times = np.broadcast_to(np.asarray(0.0 if time is None else time, dtype=np.float64), (len(spatial),))
-    return np.concatenate([spatial, times[:, None] % 1.0], axis=1).astype(np.float32)
 
 
 def read_series_pair(case: Case, rules: InputRules) -> tuple[VolumeSeries, VolumeSeries, str | None]:
@@ -109,7 +86,7 @@ class SubjectPoints(TypedDict):
     subject: int
     """Row of the subject in the latent table (-1 for a subject that is not in it: validation, test)."""
     coordinates: torch.Tensor
-    """(N, D) float32 canonical coordinates (:func:`canonical_coordinates`)."""
+    """(N, D) float32 canonical coordinates (:func:`~implicitseg.geometry.frames.canonical_coordinates`)."""
     intensity: torch.Tensor
     """(N,) float32 in [0, 1]."""
     label: torch.Tensor

@@ -1,9 +1,8 @@
-"""Similarity alignment of shapes and the ISMM canonical frame (PICCT, spec ``ismm.md``).
+"""Similarity alignment of shapes, which finds ISMM's canonical frame (PICCT, spec ``ismm.md``;
+the frame itself, :class:`~implicitseg.geometry.frames.Picct`, lives in :mod:`implicitseg.geometry.frames`).
 
-PICCT: index → world with the full direction matrix (``frames.index_to_world``), then a similarity transform
-that aligns a shape's surface to an anchor shape, found by Coherent Point Drift (pycpd, rigid with scaling),
-then one global scale into the unit sphere. Every step is stored, so canonical points map back to world (and
-index) exactly.
+A shape's surface is aligned to an anchor shape by Coherent Point Drift (pycpd, rigid with scaling); one global
+scale (:func:`unit_sphere_scale`) then puts every aligned shape into the unit sphere.
 """
 
 from __future__ import annotations
@@ -13,31 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from implicitseg.errors import InputError
-
-
-@dataclass(frozen=True)
-class SimilarityTransform:
-    """``x ↦ scale · R x + translation`` on points (N, 3): ``rotation`` (3, 3) proper, ``scale`` > 0."""
-
-    scale: float
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        return self.scale * np.asarray(points, dtype=np.float64) @ self.rotation.T + self.translation
-
-    def inverse(self) -> "SimilarityTransform":
-        rotation = self.rotation.T
-        return SimilarityTransform(1.0 / self.scale, rotation, -(rotation @ self.translation) / self.scale)
-
-    def to_json(self) -> dict:
-        return {"scale": float(self.scale), "rotation": self.rotation.tolist(),
-                "translation": self.translation.tolist()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "SimilarityTransform":
-        return cls(float(data["scale"]), np.array(data["rotation"], dtype=np.float64),
-                   np.array(data["translation"], dtype=np.float64))
+from implicitseg.geometry.frames import SimilarityTransform
 
 
 ALIGNMENT_STARTS = ("principal-axes", "world")
@@ -154,30 +129,6 @@ def cpd_similarity(moving_points: np.ndarray, fixed_points: np.ndarray, *, max_p
     Drift with no outlier weight (PICCT's alignment; :func:`coherent_point_drift`)."""
     return coherent_point_drift(moving_points, fixed_points, max_points=max_points, iterations=iterations,
                                 tolerance=tolerance, seed=seed).transform
-
-
-@dataclass(frozen=True)
-class Picct:
-    """One shape's physical-informed continuous coordinate transform: world LPS mm → anchor-aligned
-    (``similarity``, e.g. :func:`cpd_similarity` onto the anchor shape's points with their centroid subtracted, so
-    the aligned shapes sit about the origin) → canonical (× ``global_scale``, the same for every shape of a
-    dataset: :func:`unit_sphere_scale`)."""
-
-    similarity: SimilarityTransform
-    global_scale: float
-
-    def world_to_canonical(self, points_world_mm: np.ndarray) -> np.ndarray:
-        return self.global_scale * self.similarity.apply(points_world_mm)
-
-    def canonical_to_world(self, points_canonical: np.ndarray) -> np.ndarray:
-        return self.similarity.inverse().apply(np.asarray(points_canonical, dtype=np.float64) / self.global_scale)
-
-    def to_json(self) -> dict:
-        return {"similarity": self.similarity.to_json(), "global_scale": float(self.global_scale)}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Picct":
-        return cls(SimilarityTransform.from_json(data["similarity"]), float(data["global_scale"]))
 
 
 def unit_sphere_scale(aligned_shapes: list[np.ndarray], margin: float = 0.9) -> float:

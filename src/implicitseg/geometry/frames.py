@@ -11,6 +11,14 @@ Frames (DESIGN §4):
   upper face (the ``align_corners=True`` convention), so the ROI spacing is ``size_mm / (res - 1)``.
 - **unit**: the ROI cube mapped to ``[-1, 1]³``: ``unit = (world - center) / (size_mm / 2)``. Networks see
   unit coordinates only; a distance of 1 unit is ``size_mm / 2`` mm.
+- **canonical** (ISMM, spec ``ismm.md``): a shape's PICCT (:class:`Picct`): world LPS mm → a similarity that aligns
+  it to the anchor shape (the anchor's own: its centre moved to the origin, :func:`anchor_picct`) → × one global
+  scale, which puts every training shape inside the unit sphere; the networks' box is ``[-CANONICAL_BOX,
+  CANONICAL_BOX]³``. Unitless: 1 canonical unit is ``1 / global_scale`` mm of the anchor-aligned shape. A mesh in
+  this frame is a :class:`CanonicalMesh` (``vertices_canonical``), never a world-mm ``Mesh``.
+- **nisf** (NISF, spec "Coordinates"): ``(world - image box centre) / canonical.scale_mm`` (one scale for every
+  subject), plus the frame's time in [0, 1) of the cycle as a fourth coordinate with ``canonical.with_time``
+  (:func:`canonical_coordinates`, :func:`world_to_canonical`).
 
 Tensor axis order (the one place it is stated): a ROI image is stored as ``(Z, Y, X)`` = ``(D, H, W)``, so
 ``torch.nn.functional.grid_sample(image[None, None], points_unit[None, :, None, None])`` reads the image at
@@ -20,8 +28,12 @@ points given in ``(x, y, z)`` order — ``grid_sample`` takes its last coordinat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from implicitseg.config import NisfConfig
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 """Flips x and y: maps RAS coordinates to LPS and back (it is its own inverse)."""
@@ -154,3 +166,115 @@ class Roi:
     def from_json(cls, data: dict) -> "Roi":
         """Inverse of :meth:`to_json`."""
         return cls(tuple(data["center_world_mm"]), float(data["size_mm"]), int(data["res"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ISMM's canonical frame
+# ----------------------------------------------------------------------------------------------------------
+
+CANONICAL_BOX = 1.0
+"""The canonical box is [-1, 1]³: every training shape lies in the unit sphere (PICCT's global scale)."""
+
+
+@dataclass(frozen=True)
+class SimilarityTransform:
+    """``x ↦ scale · R x + translation`` on points (N, 3): ``rotation`` (3, 3) proper, ``scale`` > 0."""
+
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """The transformed points (N, 3) float64."""
+        return self.scale * np.asarray(points, dtype=np.float64) @ self.rotation.T + self.translation
+
+    def inverse(self) -> "SimilarityTransform":
+        """The transform that undoes this one."""
+        rotation = self.rotation.T
+        return SimilarityTransform(1.0 / self.scale, rotation, -(rotation @ self.translation) / self.scale)
+
+    def to_json(self) -> dict:
+        return {"scale": float(self.scale), "rotation": self.rotation.tolist(),
+                "translation": self.translation.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SimilarityTransform":
+        return cls(float(data["scale"]), np.array(data["rotation"], dtype=np.float64),
+                   np.array(data["translation"], dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Picct:
+    """One shape's physical-informed continuous coordinate transform: world LPS mm → anchor-aligned mm
+    (``similarity``, e.g. :func:`~implicitseg.geometry.alignment.cpd_similarity` onto the anchor shape's points with
+    their centroid subtracted, so the aligned shapes sit about the origin) → canonical (× ``global_scale``, the same
+    for every shape of a dataset: :func:`~implicitseg.geometry.alignment.unit_sphere_scale`)."""
+
+    similarity: SimilarityTransform
+    global_scale: float
+
+    def world_to_canonical(self, points_world_mm: np.ndarray) -> np.ndarray:
+        """(N, 3) world LPS mm → (N, 3) canonical."""
+        return self.global_scale * self.similarity.apply(points_world_mm)
+
+    def canonical_to_world(self, points_canonical: np.ndarray) -> np.ndarray:
+        """(N, 3) canonical → (N, 3) world LPS mm."""
+        return self.similarity.inverse().apply(np.asarray(points_canonical, dtype=np.float64) / self.global_scale)
+
+    def to_json(self) -> dict:
+        return {"similarity": self.similarity.to_json(), "global_scale": float(self.global_scale)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Picct":
+        return cls(SimilarityTransform.from_json(data["similarity"]), float(data["global_scale"]))
+
+
+def anchor_picct(anchor_center_world_mm: np.ndarray, global_scale: float) -> Picct:
+    """The anchor shape's own PICCT: its centre (3,) world LPS mm moved to the origin, then × ``global_scale``."""
+    return Picct(SimilarityTransform(1.0, np.eye(3), -np.asarray(anchor_center_world_mm, dtype=np.float64)),
+                 float(global_scale))
+
+
+@dataclass
+class CanonicalMesh:
+    """A triangle mesh in ISMM's canonical frame (unitless, see the module docstring): ``vertices_canonical`` (V, 3)
+    float64, ``faces`` (F, 3) int64. :meth:`Picct.canonical_to_world` maps its vertices to world LPS mm."""
+
+    vertices_canonical: np.ndarray
+    faces: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.vertices_canonical = np.asarray(self.vertices_canonical, dtype=np.float64).reshape(-1, 3)
+        self.faces = np.asarray(self.faces, dtype=np.int64).reshape(-1, 3)
+        if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices_canonical)):
+            raise ValueError("mesh faces index vertices that do not exist")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NISF's coordinates
+# ----------------------------------------------------------------------------------------------------------
+
+
+def image_center_world_mm(shape: tuple[int, ...], affine_lps: np.ndarray) -> np.ndarray:
+    """World LPS mm (3,) of the centre of the image's box (the mean of its corner voxels' centres)."""
+    return index_to_world(((np.array(shape[-3:]) - 1) / 2.0)[None], affine_lps)[0]
+
+
+def canonical_coordinates(index_ijk: np.ndarray, affine_lps: np.ndarray, center_world_mm: np.ndarray,
+                          config: NisfConfig, time: float | np.ndarray | None = None) -> np.ndarray:
+    """NISF's network coordinates (N, 3 or 4) float32 of voxel indices (N, 3) (any real values):
+    ``(world - centre) / scale_mm``, then the time in [0, 1) when ``config.canonical.with_time`` (``time``: one
+    value or (N,))."""
+    world = index_to_world(np.asarray(index_ijk, dtype=np.float64), affine_lps)
+    return world_to_canonical(world, center_world_mm, config, time)
+
+
+def world_to_canonical(points_world_mm: np.ndarray, center_world_mm: np.ndarray, config: NisfConfig,
+                       time: float | np.ndarray | None = None) -> np.ndarray:
+    """NISF's network coordinates (N, 3 or 4) float32 of world LPS mm points (N, 3); see
+    :func:`canonical_coordinates`."""
+    spatial = (np.asarray(points_world_mm, dtype=np.float64) - center_world_mm) / float(config.canonical.scale_mm)
+    if not config.canonical.with_time:
+        return spatial.astype(np.float32)
+    times = np.broadcast_to(np.asarray(0.0 if time is None else time, dtype=np.float64), (len(spatial),))
+    return np.concatenate([spatial, times[:, None] % 1.0], axis=1).astype(np.float32)

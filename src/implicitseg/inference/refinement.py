@@ -31,16 +31,13 @@ from skimage.measure import marching_cubes
 from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
-from implicitseg.geometry.alignment import Picct, SimilarityTransform, coherent_point_drift
-from implicitseg.geometry.frames import index_to_world, world_to_index
+from implicitseg.geometry.alignment import coherent_point_drift
+from implicitseg.geometry.frames import CANONICAL_BOX, CanonicalMesh, Picct, index_to_world, world_to_index
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import supported_component
 from implicitseg.models.ismm import IsmmModel
-
-CANONICAL_BOX = 1.0
-"""The canonical box is [-1, 1]³: every training shape lies in the unit sphere (PICCT's global scale)."""
 
 
 @torch.no_grad()
@@ -61,7 +58,7 @@ def sdf_of(model: IsmmModel, points_canonical: np.ndarray, hyper_code: torch.Ten
 
 def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor | None = None,
                     instance_code: torch.Tensor | None = None, *,
-                    support_points_canonical: np.ndarray | None = None) -> Mesh:
+                    support_points_canonical: np.ndarray | None = None) -> CanonicalMesh:
     """The zero level set (canonical frame, outward normals) of the template (no codes) or of a shape, by marching
     cubes on a ``resolution``³ grid over the canonical box: the component most of ``support_points_canonical``
     (K, 3) lie nearest to (a field fitted to a few points can have spurious pockets far from them), else the
@@ -76,7 +73,7 @@ def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor 
     # skimage winds faces towards higher values (outside, for an SDF): the right-hand normals already point out
     vertices, faces = supported_component(vertices_index * step - CANONICAL_BOX, faces.astype(np.int64),
                                           support_points_canonical)
-    return Mesh(vertices, faces)
+    return CanonicalMesh(vertices, faces)
 
 
 @dataclass
@@ -170,7 +167,7 @@ class Alignment:
 def template_points_mm(model: IsmmModel, config: IsmmConfig, rng: np.random.Generator) -> np.ndarray:
     """(M, 3) points area-uniform on the template's surface, in the anchor's mm frame (canonical / global scale)."""
     template = zero_level_mesh(model, max(32, int(config.tim.mesh_resolution) // 2))
-    points = surface_samples(template.vertices_world_mm, template.faces, config.tim.template_points, rng)[0]
+    points = surface_samples(template.vertices_canonical, template.faces, config.tim.template_points, rng)[0]
     return points / config.shapes.global_scale
 
 
@@ -241,7 +238,7 @@ def fitted_mesh_world_mm(fitted: FittedShape, config: IsmmConfig, picct: Picct, 
     mesh_canonical = zero_level_mesh(fitted.model, config.tim.mesh_resolution, fitted.hyper_code,
                                      fitted.instance_code,
                                      support_points_canonical=picct.world_to_canonical(trusted.points_world_mm))
-    return Mesh(picct.canonical_to_world(mesh_canonical.vertices_world_mm), mesh_canonical.faces)
+    return Mesh(picct.canonical_to_world(mesh_canonical.vertices_canonical), mesh_canonical.faces)
 
 
 def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,

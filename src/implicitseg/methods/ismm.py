@@ -20,7 +20,7 @@ from implicitseg.config import IsmmConfig, IsmmModelConfig, IsmmTrainConfig, Sha
 from implicitseg.data.ismm import ShapeSampleDataset, labelmap_surface, prepare_shapes, shape_surface
 from implicitseg.errors import InputError
 from implicitseg.geometry.distances import signed_distance_mm
-from implicitseg.geometry.frames import index_to_world
+from implicitseg.geometry.frames import anchor_picct, index_to_world
 from implicitseg.inference.refinement import refine_surface, safeguard, zero_level_mesh
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
@@ -57,12 +57,10 @@ def preset_for_res(res: int | None) -> str:
 
 
 def template_mesh_world_mm(model: IsmmModel, config: IsmmConfig, resolution: int = 128) -> Mesh:
-    """The learned template's surface in the anchor case's world LPS mm (canonical / global scale + the anchor's
-    centre: the anchor's own PICCT is that translation)."""
+    """The learned template's surface in the anchor case's world LPS mm (through the anchor's own PICCT)."""
     canonical = zero_level_mesh(model, resolution)
-    shapes = config.shapes
-    return Mesh(canonical.vertices_world_mm / shapes.global_scale + np.array(shapes.anchor_center_world_mm),
-                canonical.faces)
+    picct = anchor_picct(np.array(config.shapes.anchor_center_world_mm), config.shapes.global_scale)
+    return Mesh(picct.canonical_to_world(canonical.vertices_canonical), canonical.faces)
 
 
 def train(prep_dir: Path, run_dir: Path, config: IsmmConfig, **options) -> dict:

@@ -13,19 +13,13 @@ import numpy as np
 import torch
 
 from implicitseg.config import NisfConfig, NisfFitConfig, NisfModelConfig, NisfTrainConfig
-from implicitseg.data.nisf import (
-    NisfSubjectDataset,
-    canonical_coordinates,
-    image_center_world_mm,
-    normalised_frames,
-    prepare_nisf_case,
-    world_to_canonical,
-)
+from implicitseg.data.nisf import NisfSubjectDataset, normalised_frames, prepare_nisf_case
 from implicitseg.data.prepare import ProgressCallback, prepare_dataset, split_cases
 from implicitseg.data.prepare_labels import with_dataset_labels
 from implicitseg.errors import InputError
 from implicitseg.fitting.latent import fit_latent
-from implicitseg.geometry.frames import index_to_world
+from implicitseg.geometry.frames import (canonical_coordinates, image_center_world_mm, index_to_world,
+                                        world_to_canonical)
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods.base import ImagePrediction, Method, copy_preset

@@ -1,8 +1,9 @@
 """The NISF network (spec ``nisf.md``, "Model"): an auto-decoder MLP with real Gabor wavelet (WIRE) activations,
 conditioned on a per-subject latent code, with a segmentation head and an image-intensity head.
 
-Inputs: canonical coordinates ``(B, N, D)`` (D = 3, or 4 with time; see ``data/prepare_nisf.py``) and latent codes
-``(B, latent_dim)``; outputs: class logits ``(B, N, C)`` and intensity logits ``(B, N)`` (sigmoid → [0, 1]).
+Inputs: canonical coordinates ``(B, N, D)`` (D = 3, or 4 with time; see
+:func:`~implicitseg.geometry.frames.canonical_coordinates`) and latent codes ``(B, latent_dim)``; outputs: class
+logits ``(B, N, C)`` and intensity logits ``(B, N)`` (sigmoid → [0, 1]).
 """
 
 from __future__ import annotations
