@@ -1,3 +1,5 @@
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -34,8 +36,16 @@ def test_nifti_on_disk_is_ras_and_reader_returns_lps(tmp_path):
 
 
 def _write_dicom_series(folder, volume: Volume) -> None:
-    """One CT slice per file, with position/orientation tags, as a scanner writes them."""
-    image = sitk.Cast(volume.to_sitk(), sitk.sitkInt16)
+    """One CT slice per file, with position/orientation tags, as a scanner writes them. GDCM's writer sets the process
+    locale to "C" (text files would then open as ASCII in every later test of this worker): it is put back."""
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(folder, sitk.Cast(volume.to_sitk(), sitk.sitkInt16))
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_slices(folder, image: sitk.Image) -> None:
     direction = np.array(image.GetDirection()).reshape(3, 3)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
