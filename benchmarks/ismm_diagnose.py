@@ -32,6 +32,7 @@ import argparse
 import json
 import statistics
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,16 @@ def main() -> None:
     def cloud(mesh, n: int = args.points) -> np.ndarray:
         return surface_samples(mesh.vertices_world_mm, mesh.faces, n, rng)[0]
 
+    def reseed(name: str) -> None:  # each row draws the same points whichever rows run before it
+        nonlocal rng
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+
     # prior capacity on the training shapes: each shape's own codes
     manifest = json.loads((args.out / "prep" / "manifest.json").read_text())
     code_rows = manifest["code_rows"]
     training = []
     for name in sorted(code_rows)[: args.training_shapes]:
+        reseed(name)
         row = torch.tensor([code_rows[name]])
         with torch.no_grad():
             hyper, instance = model.hyper_codes(row), model.instance_codes(row)
@@ -102,12 +108,14 @@ def main() -> None:
         print(f"training shape {name}: codes' surface to the shape {mean_mm:.2f} mm mean, {p95_mm:.2f} mm p95",
               flush=True)
 
+    reseed("template")
     template_mm = tim.template_points_mm(model, config, rng)
     template_tree = cKDTree(template_mm)
     rows = []
     label_paths = sorted((args.out / "dataset" / "labelsTs").glob("*.nii.gz"))[: args.cases]
     for label_path in label_paths:
         case = label_path.name.replace(".nii.gz", "")
+        reseed(case)
         start = time.perf_counter()
         labels = read_labelmap(label_path)
         truth = Volume((labels.array > 0).astype(np.uint8), labels.affine_lps)

@@ -137,7 +137,7 @@ def predict_image(model: IsmmModel, config: IsmmConfig, image: Volume, image_pat
     refinement = refine_surface(model.to(device), config, surface, output_grid, label_value=label_value, seed=seed)
     start = time.perf_counter()
     guard = safeguard(refinement, initial_labelmap(source, surface, output_grid, label_value), config)
-    if guard.decision == "refined" or not guard.labelmap.array.any():
+    if guard.decision == "refined" or guard.n_voxels_kept == 0 or not guard.labelmap.array.any():
         mesh = refinement.mesh
     elif guard.decision == "initial" and any(source.name.lower().endswith(s) for s in MESH_SUFFIXES):
         mesh = surface
