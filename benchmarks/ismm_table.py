@@ -122,7 +122,7 @@ def main() -> None:
         start = time.perf_counter()
         run_prepare(dataset, prep, method="ismm", preset=args.preset, workers=args.workers, show_progress=False)
         timings["prepare_s"] = time.perf_counter() - start
-    if not (run / "checkpoints" / "best.ckpt").is_file():
+    if "train_s" not in timings:  # not trained, or stopped before the end: train_worker resumes from last.ckpt
         summary = train_in_subprocess(prep, run, args.minutes, max_epochs=args.epochs)
         timings.update(train_s=summary["time_s"], epochs=summary["epochs_completed"])
     write_json(timings_file, timings)
@@ -144,7 +144,7 @@ def main() -> None:
         if not (unet_prep / "manifest.json").is_file():
             run_prepare(dataset, unet_prep, method="implicit-unet", preset="iunet-conv-demo", workers=args.workers,
                         show_progress=False)
-        if not (unet_run / "checkpoints" / "best.ckpt").is_file():
+        if "unet_train_s" not in timings:
             timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_run, args.unet_minutes)["time_s"]
             write_json(timings_file, timings)
         run_predict(unet_run, test_images, unet_out, show_progress=False)
