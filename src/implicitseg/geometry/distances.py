@@ -10,16 +10,15 @@ from __future__ import annotations
 import numpy as np
 import point_cloud_utils as pcu
 
+from implicitseg.geometry.frames import triangle_arrays
+
 
 def mesh_arrays(vertices_world_mm: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Contiguous float64 (V, 3) vertices and int64 (F, 3) faces; a mesh without faces or with bad indices raises."""
-    vertices = np.ascontiguousarray(vertices_world_mm, dtype=np.float64).reshape(-1, 3)
-    faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
+    vertices, faces = triangle_arrays(vertices_world_mm, faces)
     if len(faces) == 0:
         raise ValueError("distance to a mesh with no faces is undefined")
-    if faces.min() < 0 or faces.max() >= len(vertices):
-        raise ValueError("mesh faces index vertices that do not exist")
-    return vertices, faces
+    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces)
 
 
 def _points_array(points_world_mm: np.ndarray) -> np.ndarray:

@@ -235,6 +235,16 @@ def anchor_picct(anchor_center_world_mm: np.ndarray, global_scale: float) -> Pic
                  float(global_scale))
 
 
+def triangle_arrays(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A triangle mesh's float64 (V, 3) vertices and int64 (F, 3) faces, in any frame; faces that index a vertex
+    that does not exist raise ``ValueError``."""
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError("mesh faces index vertices that do not exist")
+    return vertices, faces
+
+
 @dataclass
 class CanonicalMesh:
     """A triangle mesh in ISMM's canonical frame (unitless, see the module docstring): ``vertices_canonical`` (V, 3)
@@ -244,10 +254,7 @@ class CanonicalMesh:
     faces: np.ndarray
 
     def __post_init__(self) -> None:
-        self.vertices_canonical = np.asarray(self.vertices_canonical, dtype=np.float64).reshape(-1, 3)
-        self.faces = np.asarray(self.faces, dtype=np.int64).reshape(-1, 3)
-        if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices_canonical)):
-            raise ValueError("mesh faces index vertices that do not exist")
+        self.vertices_canonical, self.faces = triangle_arrays(self.vertices_canonical, self.faces)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import trimesh
 
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import ras_to_lps
+from implicitseg.geometry.frames import ras_to_lps, triangle_arrays
 from implicitseg.io.atomic import atomic_path
 
 MESH_SUFFIXES = (".vtk", ".ply", ".stl", ".obj")
@@ -32,10 +32,7 @@ class Mesh:
     faces: np.ndarray
 
     def __post_init__(self) -> None:
-        self.vertices_world_mm = np.asarray(self.vertices_world_mm, dtype=np.float64).reshape(-1, 3)
-        self.faces = np.asarray(self.faces, dtype=np.int64).reshape(-1, 3)
-        if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices_world_mm)):
-            raise ValueError("mesh faces index vertices that do not exist")
+        self.vertices_world_mm, self.faces = triangle_arrays(self.vertices_world_mm, self.faces)
 
     @property
     def face_normals(self) -> np.ndarray:
