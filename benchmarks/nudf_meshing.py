@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg.config import NudfConfig, config_from_dict, config_to_dict, load_yaml
-from implicitseg.io.configs import save_config
+from implicitseg.config import NudfConfig, config_from_dict, config_to_dict
+from implicitseg.io.configs import load_yaml, save_config
 from implicitseg.io.meshes import read_mesh
 from implicitseg.meshing.components import boundary_loops
 from implicitseg.methods import pipeline

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from implicitseg.config import NudfConfig, config_from_dict, load_yaml
-from implicitseg.io.configs import save_config
+from implicitseg.config import NudfConfig, config_from_dict
+from implicitseg.io.configs import load_yaml, save_config
 from implicitseg.methods import pipeline
 
 

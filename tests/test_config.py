@@ -7,6 +7,7 @@ import yaml
 from implicitseg import methods
 from implicitseg.config import NudfConfig, Settings, config_from_dict, config_to_dict, preset_named
 from implicitseg.errors import InputError
+from implicitseg.io.configs import settings_from_file
 from implicitseg.methods.nudf import preset_config
 
 
@@ -100,7 +101,7 @@ def test_a_fixed_section_refuses_a_change_but_not_its_own_value():
 
 def test_a_config_file_names_its_preset(tmp_path):
     (tmp_path / "mine.yaml").write_text("preset: nudf-demo\npoint_cloud:\n  n_dense: 5\n")
-    settings = [Settings.from_file(tmp_path / "mine.yaml"), Settings.from_assignments(["meshing.method=poisson"])]
+    settings = [settings_from_file(tmp_path / "mine.yaml"), Settings.from_assignments(["meshing.method=poisson"])]
     assert preset_named(settings) == "nudf-demo" and preset_named(settings[1:]) is None
     with pytest.raises(InputError, match="nothere.yaml: config file not found"):
-        Settings.from_file(tmp_path / "nothere.yaml")
+        settings_from_file(tmp_path / "nothere.yaml")

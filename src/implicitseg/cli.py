@@ -72,8 +72,9 @@ ConfigOption = Annotated[Optional[Path], typer.Option(
 def _settings(config_file: Path | None, assignments: list[str] | None) -> list[Settings]:
     """``--config`` then ``--set``, as :class:`~implicitseg.config.Settings` in the order they apply."""
     from implicitseg.config import Settings
+    from implicitseg.io.configs import settings_from_file
 
-    return ([Settings.from_file(config_file)] if config_file is not None else []) + \
+    return ([settings_from_file(config_file)] if config_file is not None else []) + \
         ([Settings.from_assignments(assignments)] if assignments else [])
 
 
@@ -99,7 +100,7 @@ def synth(
 @app.command()
 def prepare(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder holding dataset.json.")],
-    method: Annotated[str, typer.Option(help="Method: nudf, unet, implicit-unet, nisf, ismm, or roi (the ROI detector).")],
+    method: Annotated[str, typer.Option(help="Method: nudf, unet, implicit-unet, nisf, ismm, roi (the ROI detector), or one a plugin package adds.")],
     out: Annotated[Path, typer.Option(help="Folder for the prepared data (PREP).")],
     res: Annotated[Optional[int], typer.Option(help="ROI resolution in voxels per side, or a patch method's patch side (default: the preset's).")] = None,
     roi_mm: Annotated[Optional[float], typer.Option("--roi-mm", help="ROI cube side in mm (default: the preset's).")] = None,

@@ -10,7 +10,8 @@ import pytest
 from helpers import AFFINE_CASES, damage_small_dataset, sphere_volume, write_small_dataset
 
 from implicitseg.data.prepare import prepare_dataset
-from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case, prepare_unet_case
+from implicitseg.data.prepare_labels import (LABEL_MANIFEST_ENTRIES, prepare_detector_case, prepare_roi_label_case,
+                                             prepare_unet_dataset)
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi, index_to_world
 from implicitseg.io.dataset import Case, write_dataset_json
@@ -42,7 +43,7 @@ def test_unet_case_holds_the_roi_image_and_its_label_in_place(tmp_path, name):
     center = index_to_world(np.array([[30.0, 28.0, 20.0]]), affine)[0]
     config = unet.preset_config("unet-demo")
     config.roi.size_mm = 40.0
-    result = prepare_unet_case(_case(tmp_path, "c1", affine, center), tmp_path / "prep", config)
+    result = prepare_roi_label_case(_case(tmp_path, "c1", affine, center), tmp_path / "prep", config)
     image, label = np.load(tmp_path / "prep" / "c1" / "image.npy"), np.load(tmp_path / "prep" / "c1" / "label.npy")
     assert image.shape == label.shape == (32, 32, 32) and label.dtype == np.uint8 and image.dtype == np.float32
     assert result["n_foreground"] == int(label.sum()) > 0
@@ -70,7 +71,7 @@ def test_voxel_methods_need_a_label_that_survives_the_grid(tmp_path):
     affine = AFFINE_CASES["oblique"]
     center = index_to_world(np.array([[30.0, 28.0, 20.0]]), affine)[0]
     with pytest.raises(InputError, match="'c1' has no labelmap"):
-        prepare_unet_case(_case(tmp_path, "c1", affine, center, label=False), tmp_path / "prep",
+        prepare_roi_label_case(_case(tmp_path, "c1", affine, center, label=False), tmp_path / "prep",
                           unet.preset_config("unet-demo"))
     write_image(tmp_path / "labelsTr" / "c2.nii.gz", Volume(np.zeros(SHAPE, np.uint8), affine))
     case = Case("c2", _case(tmp_path, "c1", affine, center).image, tmp_path / "labelsTr" / "c2.nii.gz", None)
@@ -95,7 +96,7 @@ def test_prepare_dataset_for_the_unet_writes_its_manifest(tmp_path):
                        training=entries, test=[])
     config = unet.preset_config("unet-demo")
     config.roi.size_mm = 30.0
-    manifest = prepare_dataset(tmp_path / "data", tmp_path / "prep", config, prepare_one=prepare_unet_case,
+    manifest = prepare_dataset(tmp_path / "data", tmp_path / "prep", config, prepare_one=prepare_roi_label_case,
                                manifest_entries=LABEL_MANIFEST_ENTRIES)
     on_disk = json.loads((tmp_path / "prep" / "manifest.json").read_text())
     assert on_disk["method"] == "unet" and on_disk["res"] == 32 and on_disk["roi_mm"] == 30.0
@@ -106,9 +107,9 @@ def test_prepare_dataset_for_the_unet_writes_its_manifest(tmp_path):
 def test_a_grid_the_unet_cannot_halve_is_refused_before_any_work(tmp_path):
     config = unet.preset_config("unet-demo")
     config.roi.res = 36
-    case = Case("c1", tmp_path / "missing.nii.gz", tmp_path / "missing_label.nii.gz", None)
     with pytest.raises(InputError, match="--res 36: the unet-demo U-Net needs a multiple of 8"):
-        prepare_unet_case(case, tmp_path / "prep", config)
+        prepare_unet_dataset(tmp_path / "no_dataset", tmp_path / "prep", config, prepare_one=prepare_roi_label_case)
+    assert not (tmp_path / "prep").exists()
 
 
 def _two_label_case(root: Path, name: str, affine: np.ndarray) -> Case:

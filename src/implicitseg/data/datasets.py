@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig, input_res
+from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig
 from implicitseg.errors import InputError
 from implicitseg.geometry.sampling import SampleSet
 from implicitseg.models.unet import input_multiple
@@ -282,7 +282,7 @@ class LabelledVolumeDataset(Dataset):
     def from_config(cls, prep_dir: str | Path, split: str,
                     config: UnetConfig | RoiDetectorConfig) -> "LabelledVolumeDataset":
         """The ``split`` of a folder prepared for ``config``'s method at its resolution."""
-        res = input_res(config)
+        res = config.input_res()
         manifest = split_cases_of(prep_dir, split, config.method, res, config.preset)
         if res % input_multiple(config.model):
             raise InputError(f"{prep_dir}: res {res} is not a multiple of {input_multiple(config.model)}, which "

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from implicitseg.config import NudfConfig, RoiConfig, config_to_dict, input_res
+from implicitseg.config import NudfConfig, RoiConfig, config_to_dict
 from implicitseg.data.check import InputRules, read_case_label, read_case_mesh
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
@@ -230,8 +230,8 @@ def prepare_dataset(dataset_dir: Path, out_dir: Path, config: Any, *, prepare_on
     manifest = {
         "method": config.method,
         "preset": config.preset,
-        "res": input_res(config),
-        "roi_mm": config.roi.size_mm if hasattr(config, "roi") else None,
+        "res": config.input_res(),
+        "roi_mm": config.roi_size_mm(),
         "cases": case_ids,
         "splits": splits,
         **(NUDF_MANIFEST_ENTRIES if manifest_entries is None else manifest_entries),

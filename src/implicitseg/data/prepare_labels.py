@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from implicitseg.config import ImplicitUnetConfig, RoiDetectorConfig, UnetConfig, input_res
+from implicitseg.config import ImplicitUnetConfig, RoiDetectorConfig, RoiMethodConfig, UnetConfig
 from implicitseg.data.check import CaseLabel, InputRules, read_case_label, read_case_mesh
-from implicitseg.data.prepare import checked_roi, label_center_world_mm
+from implicitseg.data.prepare import CasePreparer, checked_roi, label_center_world_mm, prepare_dataset
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.io.atomic import write_json, write_npy
@@ -34,12 +35,18 @@ LABEL_MANIFEST_ENTRIES = {
 """What a voxel method's manifest says of its per-case files and label values."""
 
 
-def check_grid_fits_network(config: UnetConfig | RoiDetectorConfig) -> None:
-    """The U-Net halves its grid once per stride: the input side must be a multiple of their product."""
+def prepare_unet_dataset(dataset_dir: Path, out_dir: Path, config: UnetConfig | RoiDetectorConfig, *,
+                         prepare_one: CasePreparer, **options: Any) -> dict:
+    """Prepare for a MONAI U-Net (the baseline with ``prepare_one`` = :func:`prepare_roi_label_case`, the ROI
+    detector with :func:`prepare_detector_case`): the input grid is checked against the network first (it halves
+    the grid once per stride, so its side must be a multiple of their product), then
+    :func:`~implicitseg.data.prepare.prepare_dataset` with the voxel methods' manifest entries."""
     multiple = input_multiple(config.model)
-    res = input_res(config)
+    res = config.input_res()
     if res % multiple:
         raise InputError(f"--res {res}: the {config.preset} U-Net needs a multiple of {multiple} voxels per side")
+    return prepare_dataset(dataset_dir, out_dir, config, prepare_one=prepare_one,
+                           manifest_entries=LABEL_MANIFEST_ENTRIES, **options)
 
 
 def _labelmap_of(case: Case, image: Volume, rules: InputRules) -> CaseLabel:
@@ -78,11 +85,11 @@ def _write_case(case: Case, out_dir: Path, grid: Roi, image_zyx: np.ndarray, lab
     })
 
 
-def prepare_unet_case(case: Case, out_dir: Path, config: UnetConfig, rules: InputRules = InputRules(), *,
-                      seed: int = 0) -> dict:
-    """One case for the U-Net baseline: the ROI NUDF would train on (centred on the mesh's centroid, or the
-    labelmap's centre of mass without a mesh), its image and its labelmap. ``seed`` is unused (no sampling)."""
-    check_grid_fits_network(config)
+def prepare_roi_label_case(case: Case, out_dir: Path, config: RoiMethodConfig, rules: InputRules = InputRules(),
+                           *, seed: int = 0) -> dict:
+    """One case for a voxel method on the ROI (the U-Net baseline): the ROI NUDF would train on (centred on the
+    mesh's centroid, or the labelmap's centre of mass without a mesh), its image and its labelmap. ``seed`` is
+    unused (no sampling)."""
     start = time.perf_counter()
     image = read_image(case.image)
     label = _labelmap_of(case, image, rules)
@@ -100,7 +107,6 @@ def prepare_detector_case(case: Case, out_dir: Path, config: RoiDetectorConfig, 
                           seed: int = 0) -> dict:
     """One case for the ROI detector: the whole image and its labelmap on the coarse grid of
     :func:`~implicitseg.io.images.bounding_cube` (what :func:`implicitseg.inference.roi.detect_roi_center` sees)."""
-    check_grid_fits_network(config)
     start = time.perf_counter()
     image = read_image(case.image)
     label = _labelmap_of(case, image, rules)

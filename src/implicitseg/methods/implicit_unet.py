@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from implicitseg.io.images import Volume, resample_volume
 from implicitseg.methods.base import ImagePrediction, Method, copy_preset
 from implicitseg.models.implicit_unet import ImplicitUnet
 from implicitseg.training.module import PatchSegmentationModule
-from implicitseg.training.run import TrainingRecipe, load_model, train_run
+from implicitseg.training.run import TrainingRecipe
 
 _DEMO_MODEL = ImplicitUnetModelConfig(stage_channels=(16, 32, 64, 128), hidden=128)
 _DEMO_TRAIN = PatchTrainConfig(learning_rate=1e-3, batch_size=4, patches_per_case=4, early_stopping_patience=1000,
@@ -130,8 +129,7 @@ METHOD = Method(
     presets=PRESETS,
     preset_for_res=preset_for_res,
     prepare=prepare,
-    train=partial(train_run, RECIPE),
-    load=partial(load_model, RECIPE),
+    recipe=RECIPE,
     predict_image=predict_image,
     needs_label=True,
 )

@@ -10,7 +10,6 @@ refined mesh and labelmap of each image.
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +165,7 @@ METHOD = Method(
     preset_for_res=preset_for_res,
     prepare=prepare_shapes,
     train=train,
-    load=partial(load_model, RECIPE),
+    recipe=RECIPE,
     predict_image=predict_image,
+    image_options=frozenset({"initial"}),
 )

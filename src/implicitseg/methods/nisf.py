@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods.base import ImagePrediction, Method, copy_preset
 from implicitseg.models.nisf import NisfModel
 from implicitseg.training.module import NisfLightningModule
-from implicitseg.training.run import TrainingRecipe, load_model, train_run
+from implicitseg.training.run import TrainingRecipe
 
 PRESETS: dict[str, NisfConfig] = {
     # The paper's network: 8 residual Gabor layers of 128, codes of 128; every voxel of a frame per step.
@@ -147,9 +146,9 @@ METHOD = Method(
     presets=PRESETS,
     preset_for_res=preset_for_res,
     prepare=prepare,
-    train=partial(train_run, RECIPE),
-    load=partial(load_model, RECIPE),
+    recipe=RECIPE,
     predict_image=predict_image,
-    read_input=read_image_series,
+    image_options=frozenset({"frames"}),
+    input_series=True,
     needs_label=True,
 )

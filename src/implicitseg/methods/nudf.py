@@ -31,25 +31,30 @@ from implicitseg.meshing.poisson import mesh_from_point_cloud
 from implicitseg.meshing.udf_mc import extract_open_surface
 from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import NudfLightningModule
-from implicitseg.training.run import TrainingRecipe, load_model, train_run
+from implicitseg.training.run import TrainingRecipe
 
 
-def _preset(name: str, res: int, encoder: EncoderConfig) -> NudfConfig:
-    return NudfConfig(preset=name, roi=RoiConfig(size_mm=70.0, res=res), encoder=encoder)
+def _preset(name: str, res: int, **encoder: object) -> NudfConfig:
+    return NudfConfig(preset=name, roi=RoiConfig(size_mm=70.0, res=res), encoder=EncoderConfig(**encoder))
 
 
 PRESETS: dict[str, NudfConfig] = {
     # The reference code's ShapeNet{64,128,256,512}Vox encoders; parameter counts in tests/models.
-    "nudf64": _preset("nudf64", 64, EncoderConfig(32, (64, 128, 128), 2, 0.0, 0.0722)),
-    "nudf128": _preset("nudf128", 128, EncoderConfig(16, (32, 64, 128, 128), 2, 0.0, 0.0361)),
-    "nudf256": _preset("nudf256", 256, EncoderConfig(8, (16, 32, 64, 128, 128), 2, 0.2, 0.05)),
-    "nudf512": _preset("nudf512", 512, EncoderConfig(4, (16, 32, 64, 128, 128), 4, 0.2, 0.05)),
+    "nudf64": _preset("nudf64", 64, stem_channels=32, level_channels=(64, 128, 128),
+        first_pool=2, dropout=0.0, displacement_unit=0.0722),
+    "nudf128": _preset("nudf128", 128, stem_channels=16, level_channels=(32, 64, 128, 128),
+        first_pool=2, dropout=0.0, displacement_unit=0.0361),
+    "nudf256": _preset("nudf256", 256, stem_channels=8, level_channels=(16, 32, 64, 128, 128),
+        first_pool=2, dropout=0.2, displacement_unit=0.05),
+    "nudf512": _preset("nudf512", 512, stem_channels=4, level_channels=(16, 32, 64, 128, 128),
+        first_pool=4, dropout=0.2, displacement_unit=0.05),
     # A small CPU preset for the demo and tests: 32³ input, fewer samples and points. Not the paper's.
     "nudf-demo": NudfConfig(
         preset="nudf-demo",
         roi=RoiConfig(size_mm=70.0, res=32),
         sampling=SurfaceSamplingConfig(n_uniform=5_000, n_near_surface=40_000, sd_rays=16),
-        encoder=EncoderConfig(16, (32, 64, 64), 2, 0.0, 0.0722),
+        encoder=EncoderConfig(stem_channels=16, level_channels=(32, 64, 64), first_pool=2, dropout=0.0,
+                              displacement_unit=0.0722),
         decoder=DecoderConfig(hidden=(128, 128, 128)),
         # translations in voxels: 5 of 2.26 mm here is about the paper's share of the ROI; more uniform samples
         # teach a briefly trained net that walls outside the target (the atrium) are far from it
@@ -150,7 +155,6 @@ METHOD = Method(
     presets=PRESETS,
     preset_for_res=preset_for_res,
     prepare=prepare_dataset,
-    train=partial(train_run, RECIPE),
-    load=partial(load_model, RECIPE),
+    recipe=RECIPE,
     predict_roi=predict_roi,
 )

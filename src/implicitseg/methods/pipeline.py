@@ -21,10 +21,6 @@ from implicitseg.io.configs import save_config
 from implicitseg.versions import versions
 
 
-DATA_SECTIONS = ("roi", "grid", "intensity", "labels", "sampling", "canonical", "shapes")
-"""Config sections that ``prepare`` fixes; ``train`` takes them from PREP whatever the preset says."""
-
-
 def _progress_bar(description: str, total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -57,24 +53,7 @@ def resolve_config(method_name: str, *, preset: str | None, res: int | None, roi
     fixed = {"method": f"chosen by --method ({method_name})", "preset": f"chosen by --preset ({name})"}
     for source in settings:
         config, _ = source.apply(config, fixed)
-    if not hasattr(config, "roi"):  # whole images: the ROI detector's grid, patch methods' patches, or coordinates
-        if roi_mm is not None:
-            raise InputError(f"--roi-mm does not apply to method {method_name!r} (it sees whole images)")
-        grid = getattr(config, "grid", None)
-        if res is not None:
-            if hasattr(grid, "patch_voxels"):
-                grid.patch_voxels = int(res)
-            elif hasattr(grid, "res"):
-                grid.res = int(res)
-            else:
-                raise InputError(f"--res does not apply to method {method_name!r} (it has no input grid)")
-        return method, config
-    if res is not None:
-        config.roi.res = int(res)
-    if roi_mm is not None:
-        if roi_mm <= 0:
-            raise InputError(f"--roi-mm must be positive, got {roi_mm}")
-        config.roi.size_mm = float(roi_mm)
+    config.set_input_size(res, roi_mm)
     return method, config
 
 
@@ -150,7 +129,7 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
               settings: Sequence[Settings] = (), max_epochs: int | None = None, max_time: str | None = None,
               devices: int = 1, resume: bool = False, show_progress: bool = True) -> dict:
     """Train ``method`` on a prepared folder: the preset (``preset``, a ``--config`` file's ``preset:``, or PREP's)
-    with PREP's data sections (ROI, intensities, samples: :data:`DATA_SECTIONS`) and ``settings`` (``--config``,
+    with PREP's data sections (ROI, intensities, samples: its ``DATA_SECTIONS``) and ``settings`` (``--config``,
     ``--set``; one that would change a data section raises :class:`InputError`), written to ``out/config.yaml``."""
     from implicitseg.data.datasets import read_manifest
     from implicitseg.methods import get_method
@@ -166,11 +145,11 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
         raise InputError(f"unknown preset {name!r}; available: {', '.join(method_entry.presets)}")
     config = config_from_dict(method_entry.config_class, config_to_dict(method_entry.presets[name]))
     # the data were prepared once: their grid, intensities and samples stay as prepared
-    for section in DATA_SECTIONS:
-        if hasattr(config, section):
-            setattr(config, section, getattr(prepared, section))
+    data_sections = config.sections_with("data")
+    for section in data_sections:
+        setattr(config, section, getattr(prepared, section))
     fixed = {"method": f"{prep} was prepared for {manifest.method}", "preset": f"chosen by --preset ({name})",
-             **{section: f"fixed when {prep} was prepared; prepare again to change it" for section in DATA_SECTIONS}}
+             **{section: f"fixed when {prep} was prepared; prepare again to change it" for section in data_sections}}
     for source in settings:
         config, _ = source.apply(config, fixed)
     return method_entry.train(Path(prep), Path(out), config, max_epochs=max_epochs, max_time=max_time,
@@ -195,7 +174,7 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[
     ``frames`` (default: all); methods that fit a code first (NISF) also fit the network's weights with
     ``fit_weights`` (the authors' code); methods that refine a segmentation (ISMM) take it as ``initial`` (a
     labelmap or mesh file, or a folder of them by case). ``settings`` (``--config``, ``--set``) change the run's
-    prediction sections (:data:`~implicitseg.methods.predict.PREDICT_SECTIONS`); distance-field methods (nudf) also
+    prediction sections (the config's ``PREDICT_SECTIONS``); distance-field methods (nudf) also
     take ``mesher`` (``meshing.method``: ``udf-mc``, the surface from the field's narrow band; ``poisson``, the
     paper's dense cloud + screened Poisson) and ``band_mm`` (``meshing.band.cell_mm``, the band's finest cell, mm).
     Every output is in the image's physical space; prediction.json records timings, counts and the settings.

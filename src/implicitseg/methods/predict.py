@@ -9,7 +9,6 @@ labelmap in world LPS mm, timings in s); :meth:`Predictor.write` writes a case's
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from implicitseg.config import Settings, config_from_dict, load_yaml
+from implicitseg.config import MethodConfig, Settings, config_from_dict
 from implicitseg.data.prepare import checked_roi
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.roi import detect_roi_center, label_center_world_mm, label_for_image, parse_center
 from implicitseg.io.atomic import write_json
+from implicitseg.io.configs import load_yaml
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import (
     Volume,
@@ -43,12 +43,8 @@ from implicitseg.io.meshes import Mesh, write_mesh, write_point_cloud
 from implicitseg.meshing.isosurface import probability_to_mesh
 from implicitseg.methods import get_method
 from implicitseg.methods.base import ImagePrediction, Method, RoiPrediction
-from implicitseg.training.run import CHECKPOINTS, CONFIG_NAME, RUNTIME_SECTIONS
+from implicitseg.training.run import CHECKPOINTS, CONFIG_NAME
 from implicitseg.versions import versions
-
-PREDICT_SECTIONS = tuple(name for name in RUNTIME_SECTIONS if name != "train")
-"""Config sections a trained run may change at prediction (``--set``, ``load_run(overrides=...)``): the runtime
-sections, less training's."""
 
 
 @dataclass
@@ -155,13 +151,14 @@ class PredictOptions:
     output_spacing_mm: float | tuple[float, float, float] | None
     output_plane: tuple[tuple[int, int, int], np.ndarray] | None
     method_options: dict[str, Any]
-    """Extra keywords of the method's ``predict_image`` (``frames``, ``initial``)."""
+    """The options the method declares (``Method.image_options``: ``frames``, ``initial``) that were given, as
+    keywords of its ``predict_image``."""
     seed: int
 
     @property
     def needs_roi(self) -> bool:
         """The method predicts on a ROI (it needs a centre per image)."""
-        return self.method.predict_image is None
+        return self.method.predicts == "roi"
 
     @property
     def roi_given(self) -> bool:
@@ -185,7 +182,7 @@ def check_options(run: str | os.PathLike, *, settings: Sequence[Settings] = (), 
         raise InputError(f"{run}: not a run folder (no {CONFIG_NAME}); run `implicitseg train` first")
     run_config = load_yaml(run / CONFIG_NAME)
     method = get_method(str(run_config.get("method")))
-    if method.predict_roi is None and method.predict_image is None:
+    if method.predicts is None:
         raise InputError(f"{run}: a run of method {method.name!r}, which does not predict on its own; "
                          f"pass it to another method's prediction as --roi-run {run}")
     torch_device = _select_device(device)
@@ -196,9 +193,9 @@ def check_options(run: str | os.PathLike, *, settings: Sequence[Settings] = (), 
     method_options = _method_options(method, frames, initial)
     given = [name for name, value in (("--roi-center", roi_center), ("--roi-label", roi_label),
                                       ("--roi-run", roi_run)) if value is not None]
-    if method.predict_image is not None and given:
+    if method.predicts == "image" and given:
         raise InputError(f"{method.name} segments whole images: {', '.join(given)} does not apply")
-    if method.predict_image is None:
+    if method.predicts == "roi":
         if spacing_mm is not None or plane_grid is not None:
             raise InputError(f"--spacing and --plane apply to whole-image methods; {method.name} predicts on its ROI "
                              f"grid and writes the labelmap on the image's grid")
@@ -216,9 +213,9 @@ def check_options(run: str | os.PathLike, *, settings: Sequence[Settings] = (), 
 
 def _method_options(method: Method, frames: Sequence[int] | None,
                     initial: str | os.PathLike | None) -> dict[str, Any]:
-    """The extra keywords of ``method.predict_image``: ``frames`` (3D+t methods), ``initial`` (refining methods:
-    required there, refused elsewhere)."""
-    takes = inspect.signature(method.predict_image).parameters if method.predict_image is not None else {}
+    """The keywords of ``method.predict_image`` from the options it declares (``Method.image_options``): ``frames``
+    (3D+t methods), ``initial`` (refining methods: required there); an option it does not declare is refused."""
+    takes = method.image_options
     method_options: dict[str, Any] = {}
     if frames:
         if "frames" not in takes:
@@ -236,13 +233,13 @@ def _method_options(method: Method, frames: Sequence[int] | None,
     return method_options
 
 
-def configured(config: Any, settings: Sequence[Settings]) -> tuple[Any, dict[str, Any]]:
+def configured(config: MethodConfig, settings: Sequence[Settings]) -> tuple[Any, dict[str, Any]]:
     """A run's ``config`` with ``settings`` applied in order, and the values they set by dotted key. A setting
-    outside :data:`PREDICT_SECTIONS` that changes a value raises :class:`InputError`."""
-    changeable = [name for name in PREDICT_SECTIONS if hasattr(config, name)]
-    reason = ("may not change for a trained run (it shapes the network or the data it learnt from); predict may "
-              f"change {', '.join(changeable) if changeable else 'no setting of this method'}")
-    fixed = {f.name: reason for f in dataclasses.fields(config) if f.name not in PREDICT_SECTIONS}
+    outside the config's ``PREDICT_SECTIONS`` that changes a value raises :class:`InputError`."""
+    changeable = config.sections_with("predict")
+    reason = ("may not change for a trained run (it shapes the network, the data it learnt from or its training); "
+              f"predict may change {', '.join(changeable) if changeable else 'no setting of this method'}")
+    fixed = {f.name: reason for f in dataclasses.fields(config) if f.name not in changeable}
     overrides: dict[str, Any] = {}
     for source in settings:
         config, applied = source.apply(config, fixed)
@@ -328,9 +325,12 @@ class Predictor:
         in_memory = isinstance(image, (Volume, VolumeSeries))
         path = Path(name or "image") if in_memory else Path(image)
         case = name or case_id(path)
-        volume = self._method_input(image) if in_memory else (self.method.read_input or read_image)(path)
+        if in_memory:
+            volume = self._method_input(image)
+        else:
+            volume = (read_image_series if self.method.input_series else read_image)(path)
         image_file = None if in_memory else path
-        if self.method.predict_image is not None:
+        if self.method.predicts == "image":
             if roi_center is not None:
                 raise InputError(f"{self.method.name} segments whole images: a ROI centre does not apply")
             prediction = self._predict_image(case, path, image_file, volume)
@@ -341,10 +341,9 @@ class Predictor:
 
     def _method_input(self, image: Volume | VolumeSeries) -> Volume | VolumeSeries:
         """An image in memory as the method reads its files: a 3D+t method takes a 3D image as one frame."""
-        reads_series = self.method.read_input is read_image_series
-        if isinstance(image, Volume) and reads_series:
+        if isinstance(image, Volume) and self.method.input_series:
             return VolumeSeries(image.array[None], image.affine_lps)
-        if isinstance(image, VolumeSeries) and not reads_series:
+        if isinstance(image, VolumeSeries) and not self.method.input_series:
             raise InputError(f"{self.method.name} segments 3D images; got a series of {len(image.frames)} frames")
         return image
 
@@ -427,7 +426,8 @@ def load_run(run: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
     """The trained run ``run`` (a ``train`` output folder) ready to predict images, as ``implicitseg predict`` does.
 
     ``overrides``: settings by dotted key or nested section over the run's config, in the sections a trained run
-    may change (:data:`PREDICT_SECTIONS`, e.g. ``{"meshing.method": "poisson", "point_cloud.n_dense": 200_000}``);
+    may change (its config's ``PREDICT_SECTIONS``, e.g. ``{"meshing.method": "poisson", "point_cloud.n_dense":
+    200_000}``);
     ``checkpoint``: ``best`` or ``last``; ``device``: ``auto``, ``cpu``, ``cuda:N``. ROI methods (nudf, unet): at most
     one ROI source, ``roi_center`` (X, Y, Z world LPS mm), ``roi_label`` (a labelmap, or a folder of them by case id:
     its centre of mass) or ``roi_run`` (a trained ROI detector), or a centre per image at :meth:`Predictor.predict`.

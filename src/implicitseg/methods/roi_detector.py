@@ -7,11 +7,10 @@ from functools import partial
 
 from implicitseg.config import AugmentConfig, DetectorGridConfig, RoiDetectorConfig, UnetModelConfig, VoxelTrainConfig
 from implicitseg.data.datasets import LabelledVolumeDataset
-from implicitseg.data.prepare import prepare_dataset
-from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_detector_case
+from implicitseg.data.prepare_labels import prepare_detector_case, prepare_unet_dataset
 from implicitseg.methods.base import Method, copy_preset, preset_chooser
 from implicitseg.training.module import DetectorLightningModule
-from implicitseg.training.run import TrainingRecipe, load_model, train_run
+from implicitseg.training.run import TrainingRecipe
 
 PRESETS: dict[str, RoiDetectorConfig] = {
     "roi64": RoiDetectorConfig(preset="roi64", grid=DetectorGridConfig(res=64),
@@ -38,8 +37,7 @@ METHOD = Method(
     config_class=RoiDetectorConfig,
     presets=PRESETS,
     preset_for_res=preset_for_res,
-    prepare=partial(prepare_dataset, prepare_one=prepare_detector_case, manifest_entries=LABEL_MANIFEST_ENTRIES),
-    train=partial(train_run, RECIPE),
-    load=partial(load_model, RECIPE),
+    prepare=partial(prepare_unet_dataset, prepare_one=prepare_detector_case),
+    recipe=RECIPE,
     needs_label=True,
 )

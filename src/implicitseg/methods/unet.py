@@ -11,13 +11,12 @@ import torch
 
 from implicitseg.config import AugmentConfig, RoiConfig, UnetConfig, UnetModelConfig, VoxelTrainConfig
 from implicitseg.data.datasets import LabelledVolumeDataset
-from implicitseg.data.prepare import prepare_dataset
-from implicitseg.data.prepare_labels import LABEL_MANIFEST_ENTRIES, prepare_unet_case
+from implicitseg.data.prepare_labels import prepare_roi_label_case, prepare_unet_dataset
 from implicitseg.geometry.frames import Roi
 from implicitseg.inference.roi import foreground_probability
 from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import SegmentationLightningModule
-from implicitseg.training.run import TrainingRecipe, load_model, train_run
+from implicitseg.training.run import TrainingRecipe
 
 
 def _preset(name: str, res: int, **train: object) -> UnetConfig:
@@ -62,9 +61,8 @@ METHOD = Method(
     config_class=UnetConfig,
     presets=PRESETS,
     preset_for_res=preset_for_res,
-    prepare=partial(prepare_dataset, prepare_one=prepare_unet_case, manifest_entries=LABEL_MANIFEST_ENTRIES),
-    train=partial(train_run, RECIPE),
-    load=partial(load_model, RECIPE),
+    prepare=partial(prepare_unet_dataset, prepare_one=prepare_roi_label_case),
+    recipe=RECIPE,
     predict_roi=predict_roi,
     needs_label=True,
 )

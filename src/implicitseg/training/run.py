@@ -25,19 +25,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Dataset
 
-from implicitseg.config import config_from_dict, config_to_dict, load_yaml
+from implicitseg.config import MethodConfig, config_from_dict, config_to_dict
 from implicitseg.errors import InputError
 from implicitseg.io.atomic import atomic_path
-from implicitseg.io.configs import save_config
+from implicitseg.io.configs import load_yaml, save_config
 from implicitseg.training.module import MODEL_PREFIX, ConfiguredModule
 
 CONFIG_NAME = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 CHECKPOINTS = ("best", "last")
-RUNTIME_SECTIONS = ("train", "point_cloud", "meshing", "inference", "fit", "tim")
-"""Config sections that may change between sessions of a run; every other section (method, preset, data,
-network) must be the same in a resumed run, a loaded checkpoint and ``RUN/config.yaml``."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +91,13 @@ def parse_max_time(text: str) -> timedelta:
     return duration
 
 
-def _differing_sections(saved: dict, current: dict) -> list[str]:
-    names = sorted((set(saved) | set(current)) - set(RUNTIME_SECTIONS))
-    return [name for name in names if saved.get(name) != current.get(name)]
+def _differing_sections(saved: dict, current: MethodConfig) -> list[str]:
+    """The fields of ``current`` that may not change in a trained run (method, preset, its data and network
+    sections) whose value differs in ``saved`` (a plain config mapping), or that only one of them has."""
+    changeable = current.sections_with("train", "predict")
+    current_dict = config_to_dict(current)
+    names = sorted((set(saved) | set(current_dict)) - set(changeable))
+    return [name for name in names if saved.get(name) != current_dict.get(name)]
 
 
 def _read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
@@ -158,14 +159,14 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
             raise InputError(f"{last_path}: no checkpoint to resume from (train without --resume first)")
         if config_path.is_file():
             saved = load_yaml(config_path)
-            differing = _differing_sections(saved, config_to_dict(config))
+            differing = _differing_sections(saved, config)
             if differing:
                 raise InputError(f"{config_path}: the run was trained with other {', '.join(differing)} "
                                  f"(method {saved.get('method')!r}, preset {saved.get('preset')!r}); resume it with "
                                  f"the same settings or choose another --out")
         last = _read_checkpoint(last_path)
         hyper = (last.get("hyper_parameters") or {}).get("config")
-        differing = _differing_sections(hyper, config_to_dict(config)) if isinstance(hyper, dict) else []
+        differing = _differing_sections(hyper, config) if isinstance(hyper, dict) else []
         if differing:
             raise InputError(f"{last_path}: checkpoint trained with other {', '.join(differing)} (method "
                              f"{hyper.get('method')!r}, preset {hyper.get('preset')!r}); choose another --out")
@@ -265,7 +266,7 @@ def load_model(recipe: TrainingRecipe, run_dir: Path, which: str = "best",
     checkpoint = _read_checkpoint(path, map_location="cpu")
     hyper = (checkpoint.get("hyper_parameters") or {}).get("config")
     if isinstance(hyper, dict):
-        differing = _differing_sections(hyper, config_to_dict(config))
+        differing = _differing_sections(hyper, config)
         if differing:
             raise InputError(f"{path}: checkpoint of method {hyper.get('method')!r} preset {hyper.get('preset')!r} "
                              f"disagrees with {config_path} in {', '.join(differing)}")

@@ -1,0 +1,134 @@
+"""ISMM's config (spec ``ismm.md``): training shapes and their canonical frame, networks, losses, training, the
+template interaction module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from implicitseg.config.base import MethodConfig
+from implicitseg.config.sections import OptimisationConfig
+
+
+@dataclass(kw_only=True)
+class ShapesConfig:
+    """ISMM's training shapes and their canonical frame (PICCT, spec ``ismm.md``). ``label``: which labelmap label
+    is the shape (0: every voxel > 0); ``anchor``: the case every shape is aligned to ("": the training shape whose
+    principal-axis lengths are closest to the dataset's mean); Coherent Point Drift with ``cpd_points`` points per
+    cloud, ``cpd_iterations``, ``cpd_tolerance``; then one scale so every shape lies within ``unit_sphere_margin`` of
+    the unit sphere's centre. Per shape ``surface_points`` (with normals) and ``free_space_points`` (exact signed
+    distance, inside negative, canonical units), ``validation_fraction`` of each held out for validation.
+    Set by prepare: ``anchor_case``, ``anchor_center_world_mm``, ``global_scale`` (canonical units per mm),
+    ``n_shapes`` (rows of the code tables)."""
+
+    label: int = 0
+    anchor: str = ""
+    cpd_points: int = 3000
+    cpd_iterations: int = 100
+    cpd_tolerance: float = 1e-3
+    unit_sphere_margin: float = 0.9
+    surface_points: int = 500_000
+    free_space_points: int = 200_000
+    validation_fraction: float = 0.1
+    anchor_case: str = ""
+    anchor_center_world_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    global_scale: float = 0.0
+    n_shapes: int = 0
+
+
+@dataclass(kw_only=True)
+class IsmmModelConfig:
+    """The DIF-Net-style networks (spec "Networks"): template SIREN ``template_hidden`` × ``template_layers`` hidden
+    layers; deformation SIREN of ``deform_hidden`` × ``deform_layers`` on (x, instance code), all its weights made by
+    one hypernetwork MLP per tensor (hidden ``hyper_hidden``) from the hyper code; codes of ``hyper_code_dim`` and
+    ``instance_code_dim``; sine frequency ``omega0``."""
+
+    template_hidden: int = 256
+    template_layers: int = 4
+    deform_hidden: int = 128
+    deform_layers: int = 3
+    hyper_hidden: int = 256
+    hyper_code_dim: int = 128
+    instance_code_dim: int = 128
+    omega0: float = 30.0
+
+
+@dataclass(kw_only=True)
+class IsmmLossConfig:
+    """Loss weights (spec "Losses", the reference configs'): clamped SDF L1 (``sdf_clamp``), off-surface
+    exp(-``off_surface_sharpness`` |SDF|), normal, eikonal, hyper / instance code L2, template normal consistency,
+    deformation Laplacian smoothness (on ``smoothness_points`` points per shape), minimal correction |c|."""
+
+    sdf: float = 3e3
+    sdf_clamp: float = 0.5
+    off_surface: float = 5e2
+    off_surface_sharpness: float = 100.0
+    normal: float = 1e2
+    eikonal: float = 5e1
+    hyper_code: float = 1e6
+    instance_code: float = 1e5
+    template_normal: float = 1e2
+    smoothness: float = 5.0
+    smoothness_points: int = 256
+    correction: float = 1e2
+
+
+@dataclass(kw_only=True)
+class IsmmTrainConfig(OptimisationConfig):
+    """Template + deformation training: batches of ``batch_size`` shapes × (``surface_per_shape`` surface,
+    ``uniform_per_shape`` uniform, ``free_per_shape`` free-space) points; Adam on networks and codes."""
+
+    batch_size: int = 16
+    surface_per_shape: int = 4000
+    uniform_per_shape: int = 2000
+    free_per_shape: int = 2000
+    max_epochs: int = 200
+
+
+@dataclass(kw_only=True)
+class TimConfig:
+    """Refinement of an initial segmentation (spec "Template interaction module"): CPD onto the template surface
+    (``template_points`` of it, outlier weight ``outlier_weight``, started from ``alignment_start``: ``world``, the
+    case's own pose in patient coordinates, or ``principal-axes``, the best of four principal-axes poses, for shapes
+    in any pose), the top ``trusted_fraction`` of the initial
+    surface's points (``initial_points`` drawn on it) by the template's posterior mass are trusted, and so are the
+    ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``fit_steps`` Adam
+    steps at ``learning_rate`` on fresh codes and the hypernetwork (template frozen) with those surface points and a
+    quarter as many uniform points; the refined surface by marching cubes on a
+    ``mesh_resolution``³ grid over the canonical box. The safeguard: where the fitted shape and the initial disagree
+    within ``keep_within_mm`` of the fitted surface, the initial's label is kept (the prior overrules gross errors,
+    not the boundary's position within its accuracy; 0: the fitted shape everywhere, the paper's), and a case whose fitted surface lies on average more than
+    ``max_fit_residual_mm`` from the trusted points keeps its initial segmentation (0: never)."""
+
+    template_points: int = 3000
+    initial_points: int = 4000
+    alignment_start: str = "world"
+    fitting_points: int = 16_000
+    outlier_weight: float = 0.2
+    trusted_fraction: float = 0.25
+    fit_steps: int = 600
+    learning_rate: float = 1e-4
+    mesh_resolution: int = 256
+    keep_within_mm: float = 1.0
+    max_fit_residual_mm: float = 1.0
+    seed: int = 0
+
+
+@dataclass(kw_only=True)
+class IsmmConfig(MethodConfig):
+    """ISMM: an implicit SDF template + per-shape deformations learned from shapes aligned in physical space;
+    refines an initial segmentation by fitting the shape prior to its trustworthy part (its input is coordinates:
+    any image size). The loss weights may change when a run resumes, like ``train``."""
+
+    DATA_SECTIONS: ClassVar[tuple[str, ...]] = ("shapes",)
+    NETWORK_SECTIONS: ClassVar[tuple[str, ...]] = ("model",)
+    TRAIN_SECTIONS: ClassVar[tuple[str, ...]] = ("loss", "train")
+    PREDICT_SECTIONS: ClassVar[tuple[str, ...]] = ("tim",)
+
+    method: str = "ismm"
+    preset: str = "ismm"
+    shapes: ShapesConfig = field(default_factory=ShapesConfig)
+    model: IsmmModelConfig = field(default_factory=IsmmModelConfig)
+    loss: IsmmLossConfig = field(default_factory=IsmmLossConfig)
+    train: IsmmTrainConfig = field(default_factory=IsmmTrainConfig)
+    tim: TimConfig = field(default_factory=TimConfig)
