@@ -100,7 +100,7 @@ def main() -> None:
     from implicitseg.evaluation.compare import compare_evaluations, format_comparison
     from implicitseg.io.dataset import list_images
     from implicitseg.methods import get_method, pipeline
-    from implicitseg.models.implicit_unet import count_parameters
+    from implicitseg.models import count_parameters
 
     out = args.out
     dataset = out / "dataset"

@@ -119,7 +119,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
     """Median step time (s) and peak memory (MB) of ``steps`` timed training steps after ``warmup`` ones."""
     import torch
 
-    from implicitseg.models.nudf import count_parameters
+    from implicitseg.models import count_parameters
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     generator = torch.Generator().manual_seed(0)

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from implicitseg.config import ImplicitUnetModelConfig
+from implicitseg.models import count_parameters
 from implicitseg.models.decoders import DeepSdfDecoder
 from implicitseg.models.encoders import StridedConvEncoder
 from implicitseg.models.implicit_unet import (
     ConvDecoderUnet,
     ImplicitUnet,
     build_patch_network,
-    count_parameters,
     gather_stage_features,
     positional_encoding,
 )

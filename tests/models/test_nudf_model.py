@@ -7,7 +7,8 @@ import torch
 
 from implicitseg.methods.nudf import preset_config
 from implicitseg.models.encoders import gather_features
-from implicitseg.models.nudf import NudfModel, build_model, count_parameters
+from implicitseg.models import count_parameters
+from implicitseg.models.nudf import NudfModel, build_model
 
 SPEC_PARAMETERS = {"nudf64": 2_481_089, "nudf128": 2_550_881, "nudf256": 2_575_409, "nudf512": 2_566_393}
 

@@ -6,7 +6,8 @@ import torch
 from implicitseg.config import UnetModelConfig
 from implicitseg.errors import InputError
 from implicitseg.methods import nudf, roi_detector, unet
-from implicitseg.models.nudf import NudfModel, count_parameters
+from implicitseg.models import count_parameters
+from implicitseg.models.nudf import NudfModel
 from implicitseg.models.unet import build_unet, input_multiple
 
 

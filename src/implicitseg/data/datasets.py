@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -20,8 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from implicitseg.config import NudfConfig, RoiDetectorConfig, UnetConfig
+from implicitseg.data.seeds import case_generator
 from implicitseg.errors import InputError
 from implicitseg.geometry.sampling import SampleSet
+from implicitseg.io.atomic import read_json_object
 from implicitseg.models.unet import input_multiple
 
 MANIFEST_NAME = "manifest.json"
@@ -72,12 +73,7 @@ def read_manifest(prep_dir: str | Path) -> PrepManifest:
     path = prep_dir / MANIFEST_NAME
     if not path.is_file():
         raise InputError(f"{path}: manifest not found (is {prep_dir} the output of `implicitseg prepare`?)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
+    data = read_json_object(path)
     missing = [key for key in ("method", "res", "splits") if key not in data]
     if missing:
         raise InputError(f"{path}: missing key(s) {missing}")
@@ -247,7 +243,7 @@ class SurfaceSampleDataset(Dataset):
                              f"fraction {self.sample_fractions}") from None
         generator = None
         if not self.random:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(case.encode()))
+            generator = case_generator(case, self.seed)
         points, distances = [], []
         for member, count in zip(SampleSet, counts):
             if count == 0:

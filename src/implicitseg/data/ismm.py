@@ -16,7 +16,6 @@ import concurrent.futures
 import copy
 import multiprocessing
 import time
-import zlib
 from functools import partial
 from pathlib import Path
 from typing import TypedDict
@@ -30,6 +29,7 @@ from implicitseg.config import IsmmConfig, ShapesConfig
 from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import split_cases_of
 from implicitseg.data.prepare import ProgressCallback, prepare_dataset
+from implicitseg.data.seeds import case_generator, case_rng
 from implicitseg.errors import InputError
 from implicitseg.geometry.alignment import cpd_similarity, unit_sphere_scale
 from implicitseg.geometry.distances import signed_distance_mm
@@ -115,10 +115,6 @@ def choose_anchor(clouds_world_mm: dict[str, np.ndarray], requested: str = "") -
     return names[int(np.argmin(np.linalg.norm(lengths - lengths.mean(axis=0), axis=1)))]
 
 
-def _case_rng(case_identifier: str, seed: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), zlib.crc32(case_identifier.encode("utf-8")), 7])
-
-
 def uniform_in_unit_ball(n_points: int, rng: np.random.Generator) -> np.ndarray:
     """(n, 3) points uniform in the unit ball (canonical frame)."""
     direction = rng.normal(size=(n_points, 3))
@@ -135,7 +131,7 @@ def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, rules: Inp
     picct = Picct.from_json(transforms[case.case_id])
     mesh = case_surface(case, shapes, rules)
     canonical = CanonicalMesh(picct.world_to_canonical(mesh.vertices_world_mm), mesh.faces)
-    rng = _case_rng(case.case_id, seed)
+    rng = case_rng(case.case_id, seed, 7)
     surface_points, surface_normals = surface_samples(canonical.vertices_canonical, canonical.faces,
                                                       shapes.surface_points, rng)
     free_points = uniform_in_unit_ball(shapes.free_space_points, rng)
@@ -265,8 +261,7 @@ class ShapeSampleDataset(Dataset):
         case = self.case_ids[index]
         arrays = self._arrays(case)
         train = self.config.train
-        generator = None if self.split == "train" else torch.Generator().manual_seed(
-            self.config.train.seed * 1_000_003 + zlib.crc32(case.encode()))
+        generator = None if self.split == "train" else case_generator(case, self.config.train.seed)
 
         def draw(n_available: int, n: int) -> np.ndarray:
             return torch.randint(n_available, (n,), generator=generator).numpy()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from pathlib import Path
 from typing import TypedDict
 
@@ -23,6 +22,7 @@ from torch.utils.data import Dataset
 from implicitseg.config import NisfConfig
 from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import IMAGE_NAME, LABEL_NAME, split_cases_of
+from implicitseg.data.seeds import case_generator
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm
 from implicitseg.io.atomic import write_json, write_npy
@@ -142,8 +142,7 @@ class NisfSubjectDataset(Dataset):
         case = self.case_ids[index]
         image, label, grid = self._case(case)
         n_frames, spatial = image.shape[0], image.shape[1:]
-        generator = None if self.frames == "random" else torch.Generator().manual_seed(
-            self.seed * 1_000_003 + zlib.crc32(case.encode()))
+        generator = None if self.frames == "random" else case_generator(case, self.seed)
         n_voxels = int(np.prod(spatial))
         if self.frames == "random":
             frame = np.full(self.points if self.points > 0 else n_voxels,

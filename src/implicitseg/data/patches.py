@@ -8,7 +8,6 @@ order; points are patch voxel coordinates (d, h, w) (see ``models/implicit_unet.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import TypedDict
 
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 
 from implicitseg.config import ImplicitUnetConfig
 from implicitseg.data.datasets import IMAGE_NAME, LABEL_NAME, load_volume_array, split_cases_of
+from implicitseg.data.seeds import case_generator
 from implicitseg.errors import InputError
 
 
@@ -92,8 +92,7 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> LabelledPatch:
         case = self.case_ids[index // self.patches_per_case]
         image, label, labelled_voxels = self._case(case)
-        generator = None if self.random else torch.Generator().manual_seed(
-            self.seed * 1_000_003 + zlib.crc32(case.encode()) + index)
+        generator = None if self.random else case_generator(case, self.seed, index)
         side = self.patch_voxels
         shape = np.array(image.shape)
         positive = len(labelled_voxels) > 0 and float(torch.rand((), generator=generator)) < self.positive_fraction

@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 
 from implicitseg.config import NudfConfig, RoiConfig, config_to_dict
 from implicitseg.data.check import InputRules, read_case_label, read_case_mesh
+from implicitseg.data.seeds import case_rng
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import Roi
 from implicitseg.geometry.sampling import SampleSet, training_samples
@@ -46,11 +46,6 @@ MIN_ROI_OVERLAP = 0.5
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(n_done, n_total)`` after each case is prepared (as the synth stage does)."""
-
-
-def _case_rng(case_identifier: str, seed: int) -> np.random.Generator:
-    """A generator that depends only on the seed and the case id (same samples whatever the worker order)."""
-    return np.random.default_rng([int(seed), zlib.crc32(case_identifier.encode("utf-8"))])
 
 
 def checked_roi(image: Volume, center_world_mm: np.ndarray, roi_config: RoiConfig, image_path: Path,
@@ -117,7 +112,7 @@ def prepare_case(case: Case, out_dir: Path, config: NudfConfig, rules: InputRule
     roi_image = roi_image_of(image, roi, config.intensity, case.image)
     timings["roi_image_s"] = time.perf_counter() - start
 
-    samples = training_samples(mesh.vertices_world_mm, mesh.faces, roi, config.sampling, _case_rng(case.case_id, seed))
+    samples = training_samples(mesh.vertices_world_mm, mesh.faces, roi, config.sampling, case_rng(case.case_id, seed))
     timings.update(samples.timings_s)
     if not (np.all(np.isfinite(samples.points_unit)) and np.all(np.isfinite(samples.distances_unit))):
         raise InputError(f"case {case.case_id!r}: samples hold NaN or infinite values (degenerate ground-truth mesh?)")

@@ -12,7 +12,6 @@ scores them (Dice 0), and leave a distance pair out (``n`` says how many remain)
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import warnings
@@ -24,7 +23,7 @@ from scipy.stats import wilcoxon
 from implicitseg.errors import InputError
 from implicitseg.evaluation.stats import CONFIDENCE, N_BOOTSTRAP, bootstrap_mean_interval
 from implicitseg.evaluation.tables import metrics_paths
-from implicitseg.io.atomic import write_json
+from implicitseg.io.atomic import read_json_object, write_json
 
 TEXT_COLUMNS = ("case", "status")
 """CSV columns that are not metrics."""
@@ -67,10 +66,7 @@ def read_metrics(path: str | os.PathLike) -> tuple[dict[str, dict[str, float]], 
         rows[case] = values
     summary = None
     if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"{summary_path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+        summary = read_json_object(summary_path)
     return rows, summary
 
 

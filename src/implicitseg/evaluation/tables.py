@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from implicitseg.evaluation.shape import N_CHAMFER, N_EMD, NORMALISATION, SHAPE_
 from implicitseg.evaluation.stats import CONFIDENCE, N_BOOTSTRAP, describe
 from implicitseg.evaluation.surface import compute_surface_metrics, missing_surface_metrics
 from implicitseg.evaluation.volume import NSD_TOLERANCE_MM, compute_volume_metrics
-from implicitseg.io.atomic import write_json, write_text
+from implicitseg.io.atomic import read_json_object, write_json, write_text
 from implicitseg.io.dataset import case_id
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, Mesh, read_mesh
@@ -125,12 +124,7 @@ def _labelmap_files(folder: Path) -> dict[str, Path]:
 
 
 def _read_dataset_json(json_path: Path) -> dict:
-    try:
-        data = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{json_path}: invalid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{json_path}: not a JSON object")
+    data = read_json_object(json_path)
     return data
 
 
@@ -146,10 +140,7 @@ def predicted_space(mesh_path: Path) -> str:
     record = mesh_path.parent / "prediction.json"
     if not record.is_file():
         return "LPS"
-    try:
-        space = str(json.loads(record.read_text()).get("mesh_space", "LPS")).upper()
-    except json.JSONDecodeError as error:
-        raise InputError(f"{record}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    space = str(read_json_object(record).get("mesh_space", "LPS")).upper()
     if space not in SPACES:
         raise InputError(f"{record}: mesh_space must be one of {SPACES}, got {space!r}")
     return space

@@ -23,6 +23,7 @@ import torch
 from implicitseg.config import BandConfig
 from implicitseg.errors import InputError
 from implicitseg.meshing.udf_mc import CORNER_OFFSETS, DistanceBand, corner_keys
+from implicitseg.models.batching import point_batches
 
 class FieldQuery:
     """Batched queries of a distance-field model whose encoder has run: distances, and gradients on request.
@@ -44,8 +45,8 @@ class FieldQuery:
         """(N,) float32 distances (unit lengths) at ``points_unit`` (N, 3), forward only."""
         out = np.empty(len(points_unit), dtype=np.float32)
         with torch.no_grad():
-            for start, stop, batch in self._batches(points_unit):
-                out[start:stop] = self.decode(self.features, batch[None])[0].float().cpu().numpy()
+            for rows, batch in point_batches(points_unit, self.batch_points, self.device):
+                out[rows] = self.decode(self.features, batch[None])[0].float().cpu().numpy()
         self.n_forward += len(points_unit)
         return out
 
@@ -53,22 +54,16 @@ class FieldQuery:
         """(N,) distances and (N, 3) gradients with respect to the points (unit frame), float32."""
         distances = np.empty(len(points_unit), dtype=np.float32)
         gradients = np.empty((len(points_unit), 3), dtype=np.float32)
-        for start, stop, batch in self._batches(points_unit):
+        for rows, batch in point_batches(points_unit, self.batch_points, self.device):
             points = batch.requires_grad_(True)
             with torch.enable_grad():
                 values = self.decode(self.features, points[None])[0]
                 (gradient,) = torch.autograd.grad(values.sum(), points)
-            distances[start:stop] = values.detach().float().cpu().numpy()
-            gradients[start:stop] = gradient.float().cpu().numpy()
+            distances[rows] = values.detach().float().cpu().numpy()
+            gradients[rows] = gradient.float().cpu().numpy()
         self.n_gradient += len(points_unit)
         return distances, gradients
 
-    def _batches(self, points_unit: np.ndarray):
-        total = len(points_unit)
-        for start in range(0, total, self.batch_points):
-            stop = min(start + self.batch_points, total)
-            batch = np.ascontiguousarray(points_unit[start:stop], dtype=np.float32)
-            yield start, stop, torch.from_numpy(batch).to(self.device)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import supported_component
+from implicitseg.models.batching import point_batches
 from implicitseg.models.ismm import IsmmModel
 
 
@@ -46,14 +47,13 @@ def sdf_of(model: IsmmModel, points_canonical: np.ndarray, hyper_code: torch.Ten
     """(N,) SDF at canonical points (N, 3): the shape of the codes (1, ·), or the template's when both are None."""
     device = next(model.parameters()).device
     weights = None if hyper_code is None else model.deformation.weights(hyper_code)
-    values = []
-    for start in range(0, len(points_canonical), batch_points):
-        chunk = torch.as_tensor(points_canonical[start:start + batch_points], dtype=torch.float32, device=device)[None]
+    values = np.zeros(len(points_canonical), np.float32)
+    for rows, chunk in point_batches(points_canonical, batch_points, device):
         if hyper_code is None:
-            values.append(model.template(chunk)[0].cpu().numpy())
+            values[rows] = model.template(chunk[None])[0].cpu().numpy()
         else:
-            values.append(model.instance_sdf(chunk, hyper_code, instance_code, weights)["sdf"][0].cpu().numpy())
-    return np.concatenate(values) if values else np.zeros(0, np.float32)
+            values[rows] = model.instance_sdf(chunk[None], hyper_code, instance_code, weights)["sdf"][0].cpu().numpy()
+    return values
 
 
 def zero_level_mesh(model: IsmmModel, resolution: int, hyper_code: torch.Tensor | None = None,

@@ -1,4 +1,5 @@
-"""Atomic writes: every output goes to a temporary file in the same folder, then is renamed into place."""
+"""Atomic writes: every output goes to a temporary file in the same folder, then is renamed into place; and the
+JSON records they write read back with one-line errors (:func:`read_json_object`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from implicitseg.errors import InputError
 
 
 @contextlib.contextmanager
@@ -61,3 +64,16 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file holding an object (a manifest, dataset.json, a record), as a dict; a file that is not valid JSON,
+    or holds something else than an object, raises :class:`InputError` naming it. The caller checks it exists."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from implicitseg.errors import InputError
-from implicitseg.io.atomic import write_json
+from implicitseg.io.atomic import read_json_object, write_json
 from implicitseg.io.images import IMAGE_SUFFIXES
 from implicitseg.io.meshes import MESH_SUFFIXES, SPACES
 
@@ -76,10 +75,7 @@ def load_dataset(root: str | os.PathLike, *, strict: bool = True) -> Dataset:
     json_path = root / "dataset.json"
     if not json_path.is_file():
         raise InputError(f"{root}: not a dataset folder (no dataset.json)")
-    try:
-        data = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{json_path}: invalid JSON ({error.msg} at line {error.lineno})") from None
+    data = read_json_object(json_path)
     mesh_space = str(data.get("mesh_space", "LPS")).upper()
     if mesh_space not in SPACES:
         raise InputError(f"{json_path}: mesh_space must be one of {SPACES}, got {mesh_space!r}")

@@ -22,6 +22,7 @@ from implicitseg.geometry.frames import (canonical_coordinates, image_center_wor
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods.base import ImagePrediction, Method, copy_preset
+from implicitseg.models.batching import point_batches
 from implicitseg.models.nisf import NisfModel
 from implicitseg.training.module import NisfLightningModule
 from implicitseg.training.run import TrainingRecipe
@@ -95,11 +96,10 @@ def class_probabilities(network: torch.nn.Module, latent: torch.Tensor, points_w
     """Class probabilities (N, C) of the fitted subject at world LPS mm points (N, 3) and cycle time ``time``."""
     device = latent.device
     coordinates = world_to_canonical(points_world_mm, center_world_mm, config, time)
-    chunks = []
-    for start in range(0, len(coordinates), batch_points):
-        chunk = torch.from_numpy(coordinates[start:start + batch_points]).to(device)[None]
-        chunks.append(torch.softmax(network(chunk, latent)[0][0].float(), dim=-1).cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, network.segmentation_head.out_features), np.float32)
+    probabilities = np.zeros((len(coordinates), network.segmentation_head.out_features), np.float32)
+    for rows, chunk in point_batches(coordinates, batch_points, device):
+        probabilities[rows] = torch.softmax(network(chunk[None], latent)[0][0].float(), dim=-1).cpu().numpy()
+    return probabilities
 
 
 def predict_image(model: NisfModel, config: NisfConfig, series: VolumeSeries, image_path: Path, *,

@@ -129,8 +129,3 @@ def build_patch_network(config: ImplicitUnetModelConfig, n_classes: int) -> Impl
     if config.decoder == "convolutional":
         return ConvDecoderUnet(config, n_classes)
     raise ValueError(f"model.decoder must be one of {DECODERS}, got {config.decoder!r}")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -47,8 +47,3 @@ class NudfModel(nn.Module):
 def build_model(config: NudfConfig) -> NudfModel:
     """The NUDF network described by ``config.encoder`` and ``config.decoder``."""
     return NudfModel(config)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
