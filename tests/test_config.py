@@ -62,9 +62,9 @@ def test_set_text_is_parsed_for_each_fields_type():
 
 
 def test_a_string_field_takes_the_text_as_written():
-    config, _ = Settings.from_assignments(["meshing.components.rule=012", "meshing.method=true"]).apply(
-        preset_config("nudf-demo"))
-    assert config.meshing.components.rule == "012" and config.meshing.method == "true"
+    config, _ = Settings.from_assignments(["shapes.anchor=012", "shapes.anchor_case=true"]).apply(
+        methods.get_method("ismm").preset("ismm"))
+    assert config.shapes.anchor == "012" and config.shapes.anchor_case == "true"
 
 
 def test_a_files_nested_sections_and_dotted_keys_both_apply():
@@ -105,3 +105,30 @@ def test_a_config_file_names_its_preset(tmp_path):
     assert preset_named(settings) == "nudf-demo" and preset_named(settings[1:]) is None
     with pytest.raises(InputError, match="nothere.yaml: config file not found"):
         settings_from_file(tmp_path / "nothere.yaml")
+
+
+def test_a_setting_with_fixed_choices_refuses_any_other_value_when_read_or_set():
+    with pytest.raises(InputError, match=r"meshing\.method: expected one of udf-mc, poisson, got 'posson'"):
+        config_from_dict(NudfConfig, {"meshing": {"method": "posson"}}, where="run/config.yaml")
+    config = preset_config("nudf-demo")
+    with pytest.raises(InputError, match=r"--set: meshing\.components\.rule: expected one of supported, largest, all"):
+        Settings.from_assignments(["meshing.components.rule=biggest"]).apply(config)
+    changed, applied = Settings.from_assignments(["meshing.method=poisson"]).apply(config)
+    assert changed.meshing.method == "poisson" and applied == {"meshing.method": "poisson"}
+
+
+def test_every_method_config_gives_each_field_one_role_and_knows_its_input_size():
+    for name in ("nudf", "unet", "roi", "implicit-unet", "nisf", "ismm"):
+        method = methods.get_method(name)
+        roles = method.config_class.roles()
+        assert set(roles.values()) <= {"data", "network", "train", "predict"} and "train" in roles
+        config = method.preset(next(iter(method.presets)))
+        assert config.input_res() >= 0
+    nisf = methods.get_method("nisf").preset("nisf-demo")
+    with pytest.raises(InputError, match="--res does not apply to method 'nisf'"):
+        nisf.set_input_size(res=64)
+    unet = methods.get_method("unet").preset("unet64")
+    unet.set_input_size(res=32, roi_mm=50.0)
+    assert (unet.input_res(), unet.roi_size_mm()) == (32, 50.0)
+    with pytest.raises(InputError, match="--roi-mm must be positive"):
+        unet.set_input_size(roi_mm=-1.0)

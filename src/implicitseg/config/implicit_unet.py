@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from implicitseg.config.base import MethodConfig
+from implicitseg.config.schema import choice
 from implicitseg.config.sections import IntensityConfig, LabelsConfig, OptimisationConfig
+
+NORMS = ("instance", "batch")
+"""``model.norm``: the encoder's normalisation."""
+DECODERS = ("implicit", "convolutional")
+"""``model.decoder``: the implicit decoder, or the same encoder's U-Net decoder."""
+GATHER_MODES = ("nearest", "trilinear")
+"""``model.gather``: how stage features are read at a point."""
 
 
 @dataclass(kw_only=True)
@@ -31,9 +39,9 @@ class ImplicitUnetModelConfig:
 
     stage_channels: tuple[int, ...] = (32, 64, 128, 256)
     stage_convs: tuple[int, ...] = (2, 2, 4, 4)
-    norm: str = "instance"
-    decoder: str = "implicit"
-    gather: str = "nearest"
+    norm: str = choice("instance", NORMS)
+    decoder: str = choice("implicit", DECODERS)
+    gather: str = choice("nearest", GATHER_MODES)
     n_frequencies: int = 10
     hidden: int = 512
     n_hidden_layers: int = 8

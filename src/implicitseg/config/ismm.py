@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from implicitseg.config.base import MethodConfig
+from implicitseg.config.schema import choice
 from implicitseg.config.sections import OptimisationConfig
+
+ALIGNMENT_STARTS = ("principal-axes", "world")
+"""``tim.alignment_start``: where CPD starts (see :class:`TimConfig`)."""
 
 
 @dataclass(kw_only=True)
@@ -102,7 +106,7 @@ class TimConfig:
 
     template_points: int = 3000
     initial_points: int = 4000
-    alignment_start: str = "world"
+    alignment_start: str = choice("world", ALIGNMENT_STARTS)
     fitting_points: int = 16_000
     outlier_weight: float = 0.2
     trusted_fraction: float = 0.25

@@ -6,7 +6,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from implicitseg.config.base import RoiMethodConfig
+from implicitseg.config.schema import choice
 from implicitseg.config.sections import OptimisationConfig
+
+OUTPUT_ACTIVATIONS = ("softplus", "relu", "none")
+"""``decoder.output``: the decoder's last activation."""
+COMPONENT_RULES = ("supported", "largest", "all")
+"""``meshing.components.rule``: which connected surfaces a mesh keeps."""
+SEEDINGS = ("uniform", "band")
+"""``point_cloud.seeding``: where the dense point cloud's seeds come from."""
+MESHERS = ("udf-mc", "poisson")
+"""``meshing.method``: the direct extractor (default) and the paper's recipe."""
 
 
 @dataclass(kw_only=True)
@@ -44,7 +54,7 @@ class DecoderConfig:
     """Point-wise MLP on gathered features; ``output`` is ``softplus``, ``relu`` or ``none``."""
 
     hidden: tuple[int, ...] = (256, 256, 256)
-    output: str = "softplus"
+    output: str = choice("softplus", OUTPUT_ACTIVATIONS)
 
 
 @dataclass(kw_only=True)
@@ -85,7 +95,7 @@ class ComponentConfig:
     ``min_area_fraction`` of the best-supported component's; ``largest``: the component with the most faces (the
     paper's); ``all``: every component."""
 
-    rule: str = "supported"
+    rule: str = choice("supported", COMPONENT_RULES)
     min_area_mm2: float = 0.0
     min_area_fraction: float = 0.1
     max_mean_distance_mm: float = 0.5
@@ -106,7 +116,7 @@ class PointCloudConfig:
     filter_unit: float = 0.1
     noise_unit: float = 0.1 / 3
     keep_unit: float = 0.05
-    seeding: str = "uniform"
+    seeding: str = choice("uniform", SEEDINGS)
     band_cell_mm: float = 1.0
     band_steps: int = 2
 
@@ -118,7 +128,7 @@ class MeshingConfig:
     (``point_cloud``) → screened Poisson → trimming (NUDF spec, "Meshing"; the values below). Either keeps the
     surfaces that ``components`` selects."""
 
-    method: str = "udf-mc"
+    method: str = choice("udf-mc", MESHERS)
     band: BandConfig = field(default_factory=BandConfig)
     components: ComponentConfig = field(default_factory=ComponentConfig)
     n_subsample: int = 10_000

@@ -12,7 +12,7 @@ import numbers
 import re
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import yaml
@@ -86,6 +86,19 @@ def _checked(hint: Any, value: Any, where: str, key: str) -> Any:
     raise InputError(f"{where}: {key}: expected {_expected(hint)}, got {shown}")
 
 
+def choice(default: str, values: tuple[str, ...]) -> Any:
+    """A string field that takes one of ``values`` (checked wherever a config is read or set)."""
+    if default not in values:
+        raise TypeError(f"default {default!r} is not one of {values}")
+    return field(default=default, metadata={"choices": values})
+
+
+def _check_choice(config_field: dataclasses.Field, value: Any, where: str, key: str) -> None:
+    choices = config_field.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise InputError(f"{where}: {key}: expected one of {', '.join(choices)}, got {value!r}")
+
+
 def _from_dict(cls: type[T], data: Any, where: str, prefix: str) -> T:
     section = prefix.rstrip(".") or "the config"
     if not isinstance(data, Mapping):
@@ -96,8 +109,12 @@ def _from_dict(cls: type[T], data: Any, where: str, prefix: str) -> T:
     if unknown:
         raise InputError(f"{where}: unknown key(s) {', '.join(prefix + str(name) for name in unknown)}; "
                          f"{section} has {', '.join(names)}")
-    return cls(**{name: _checked(hints[name], value, where, prefix + name)  # type: ignore[call-arg]
-                  for name, value in data.items()})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {}
+    for name, value in data.items():
+        values[name] = _checked(hints[name], value, where, prefix + name)
+        _check_choice(fields[name], values[name], where, prefix + name)
+    return cls(**values)
 
 
 def config_from_dict(cls: type[T], data: Mapping, *, where: str = "config") -> T:
@@ -174,6 +191,7 @@ class Settings:
             if dataclasses.is_dataclass(hint):
                 raise InputError(f"{self.where}: {key}: a section; set its keys ({key}.KEY=VALUE)")
             checked = _checked(hint, _from_text(hint, value) if self.as_text else value, self.where, key)
+            _check_choice(next(f for f in dataclasses.fields(owner) if f.name == parts[-1]), checked, self.where, key)
             if fixed and parts[0] in fixed and checked != getattr(owner, parts[-1]):
                 raise InputError(f"{self.where}: {key}: {fixed[parts[0]]}")
             setattr(owner, parts[-1], checked)

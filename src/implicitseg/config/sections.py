@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from implicitseg.config.schema import choice
+
+INTENSITY_MODES = ("window", "zscore")
+
 
 @dataclass(kw_only=True)
 class RoiConfig:
@@ -18,7 +22,7 @@ class RoiConfig:
 class IntensityConfig:
     """Intensity normalisation. ``window``: clip to ``window`` then divide by ``scale`` (CT, HU); ``zscore``: MRI."""
 
-    mode: str = "window"
+    mode: str = choice("window", INTENSITY_MODES)
     window: tuple[float, float] = (-1000.0, 1000.0)
     scale: float = 1000.0
 

@@ -11,12 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from implicitseg.config.ismm import ALIGNMENT_STARTS
 from implicitseg.errors import InputError
 from implicitseg.geometry.frames import SimilarityTransform
-
-
-ALIGNMENT_STARTS = ("principal-axes", "world")
-"""Where Coherent Point Drift starts (:func:`coherent_point_drift`)."""
 
 
 def _subsample(points: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from implicitseg.config import BandConfig, PointCloudConfig
+from implicitseg.config.nudf import SEEDINGS
 from implicitseg.errors import InputError
 from implicitseg.inference.narrow_band import FieldQuery, narrow_band
 
-SEEDINGS = ("uniform", "band")
 
 
 class DistanceFieldModel(Protocol):

@@ -15,9 +15,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from implicitseg.config import ComponentConfig
+from implicitseg.config.nudf import COMPONENT_RULES
 from implicitseg.errors import InputError
 
-COMPONENT_RULES = ("supported", "largest", "all")
 
 
 @dataclass

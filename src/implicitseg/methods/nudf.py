@@ -19,6 +19,7 @@ from implicitseg.config import (
     SurfaceSamplingConfig,
     TrainConfig,
 )
+from implicitseg.config.nudf import MESHERS
 from implicitseg.data.datasets import SurfaceSampleDataset
 from implicitseg.data.prepare import prepare_dataset
 from implicitseg.errors import InputError
@@ -66,9 +67,6 @@ PRESETS: dict[str, NudfConfig] = {
     ),
 }
 
-
-MESHERS = ("udf-mc", "poisson")
-"""``meshing.method`` values: the direct extractor (default) and the paper's recipe."""
 
 preset_config = partial(copy_preset, PRESETS)
 """``preset_config(name)``: a fresh copy of preset ``name``."""

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-OUTPUT_ACTIVATIONS = ("softplus", "relu", "none")
+from implicitseg.config.nudf import OUTPUT_ACTIVATIONS
+
 SOFTPLUS_BETA = 100.0
 """``softplus`` output is ``log(1 + exp(β·x)) / β``: a smooth ReLU that is ≈ 0.007 at x = 0. With β = 1 a fresh
 network would predict ≈ 0.69 units everywhere, above the loss's clamp (0.1 units), where the clamped L1 loss

@@ -13,11 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from implicitseg.config import ImplicitUnetModelConfig
+from implicitseg.config.implicit_unet import DECODERS, GATHER_MODES
 from implicitseg.models.decoders import DeepSdfDecoder
 from implicitseg.models.encoders import StridedConvEncoder, conv_norm_act
 
-GATHER_MODES = ("nearest", "trilinear")
-DECODERS = ("implicit", "convolutional")
 
 
 def positional_encoding(points_normalised: torch.Tensor, n_frequencies: int) -> torch.Tensor:
