@@ -60,7 +60,7 @@ def main() -> None:
     from implicitseg.data.synthetic import write_synthetic_dataset
     from implicitseg.data.synthetic.cardiac import CardiacPhantom
     from implicitseg.fitting.latent import fit_latent
-    from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm, index_to_world
+    from implicitseg.geometry.frames import image_center_world_mm, index_to_world, nisf_coordinates
     from implicitseg.io.images import VolumeSeries, read_image_series
     from implicitseg.methods import get_method, pipeline
     from implicitseg.methods.nisf import class_probabilities, fit_subject
@@ -126,7 +126,7 @@ def main() -> None:
         # the overfitting curve: mean foreground Dice on frames 0 and T/2 while the code is fitted
         intensity = normalised_frames(series.frames)
         index = np.indices(spatial).reshape(3, -1).T
-        coordinates = np.concatenate([canonical_coordinates(index, series.affine_lps, center, config, f / n_frames)
+        coordinates = np.concatenate([nisf_coordinates(index, series.affine_lps, center, config, f / n_frames)
                                       for f in range(n_frames)])
         curve = []
 

@@ -7,7 +7,7 @@ import pytest
 import trimesh
 
 from implicitseg.config import SurfaceSamplingConfig
-from implicitseg.geometry.distances import signed_distance_mm
+from implicitseg.geometry.distances import signed_distance
 from implicitseg.geometry.frames import Roi
 from implicitseg.geometry.sampling import (
     SampleSet,
@@ -122,7 +122,7 @@ def test_near_surface_samples_split_by_side_with_shape_diameter_spread() -> None
     points, sample_set = near_surface_samples(vertices, faces, diameters, 20_001, np.random.default_rng(0))
     assert points.shape == (20_001, 3)
     assert np.sum(sample_set == SampleSet.IN) == 10_000 and np.sum(sample_set == SampleSet.OUT) == 10_001
-    signed = signed_distance_mm(points, vertices, faces)
+    signed = signed_distance(points, vertices, faces)
     inside = sample_set == SampleSet.IN
     assert np.mean(signed[inside] < 0) > 0.999  # behind outward normals = inside
     assert np.all(signed[~inside] > 0)

@@ -16,7 +16,7 @@ from implicitseg.data.nisf import NisfSubjectDataset, normalised_frames
 from implicitseg.data.synthetic import write_synthetic_dataset
 from implicitseg.data.synthetic.cardiac import CardiacPhantom
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm, index_to_world
+from implicitseg.geometry.frames import image_center_world_mm, index_to_world, nisf_coordinates
 from implicitseg.io.configs import save_config
 from implicitseg.io.images import read_image_series
 from implicitseg.methods import nisf
@@ -36,7 +36,7 @@ def test_coordinates_are_world_mm_about_the_image_centre_over_one_scale():
     center = image_center_world_mm(shape, affine)
     assert np.allclose(center, index_to_world(np.array([[9.5, 14.5, 4.5]]), affine)[0])
     index = np.array([[0, 0, 0], [19, 29, 9]])
-    coordinates = canonical_coordinates(index, affine, center, config, time=np.array([0.3, 1.2]))
+    coordinates = nisf_coordinates(index, affine, center, config, time=np.array([0.3, 1.2]))
     world = index_to_world(index, affine)
     assert np.allclose(coordinates[:, :3], (world - center) / 100.0, atol=1e-6)
     assert np.allclose(coordinates[:, 3], [0.3, 0.2])  # time wraps over the cycle

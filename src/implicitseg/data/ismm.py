@@ -32,7 +32,7 @@ from implicitseg.data.prepare import ProgressCallback, prepare_dataset
 from implicitseg.data.seeds import case_generator, case_rng
 from implicitseg.errors import InputError
 from implicitseg.geometry.alignment import cpd_similarity, unit_sphere_scale
-from implicitseg.geometry.distances import signed_distance_mm
+from implicitseg.geometry.distances import signed_distance
 from implicitseg.geometry.frames import CanonicalMesh, Picct, SimilarityTransform
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.atomic import write_json, write_npz
@@ -135,7 +135,7 @@ def prepare_shape_case(case: Case, out_dir: Path, config: IsmmConfig, rules: Inp
     surface_points, surface_normals = surface_samples(canonical.vertices_canonical, canonical.faces,
                                                       shapes.surface_points, rng)
     free_points = uniform_in_unit_ball(shapes.free_space_points, rng)
-    free_sdf = signed_distance_mm(free_points, canonical.vertices_canonical, canonical.faces)
+    free_sdf = signed_distance(free_points, canonical.vertices_canonical, canonical.faces)
     if not (np.all(np.isfinite(free_sdf)) and np.all(np.isfinite(surface_normals))):
         raise InputError(f"case {case.case_id!r}: samples hold NaN (degenerate surface?)")
     case_dir = Path(out_dir) / case.case_id

@@ -1,11 +1,11 @@
 """NISF's data (spec "Coordinates", "Prior training"): the ``prepare`` stage and the training dataset, whose
-coordinates are :func:`~implicitseg.geometry.frames.canonical_coordinates`. Images and labelmaps stay as they were
+coordinates are :func:`~implicitseg.geometry.frames.nisf_coordinates`. Images and labelmaps stay as they were
 acquired — no resampling: NISF learns in physical space, so any grid, spacing and orientation is fine.
 
 Per case, into ``PREP/<case>/``: ``image.npy`` float32 ``(T, I, J, K)`` (frames × the image's own index axes),
 each frame min–max normalised to [0, 1]; ``label.npy`` uint8, same shape, class per voxel; ``grid.json`` with the
 index → world LPS mm affine, the shape and ``center_world_mm`` (the centre of the image's box, from which
-:func:`~implicitseg.geometry.frames.canonical_coordinates` measures). 3D images are one frame.
+:func:`~implicitseg.geometry.frames.nisf_coordinates` measures). 3D images are one frame.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from implicitseg.data.check import InputRules
 from implicitseg.data.datasets import IMAGE_NAME, LABEL_NAME, split_cases_of
 from implicitseg.data.seeds import case_generator
 from implicitseg.errors import InputError
-from implicitseg.geometry.frames import canonical_coordinates, image_center_world_mm
+from implicitseg.geometry.frames import image_center_world_mm, nisf_coordinates
 from implicitseg.io.atomic import write_json, write_npy
 from implicitseg.io.dataset import Case
 from implicitseg.io.images import VolumeSeries, read_image_series, read_labelmap_series
@@ -86,7 +86,7 @@ class SubjectPoints(TypedDict):
     subject: int
     """Row of the subject in the latent table (-1 for a subject that is not in it: validation, test)."""
     coordinates: torch.Tensor
-    """(N, D) float32 canonical coordinates (:func:`~implicitseg.geometry.frames.canonical_coordinates`)."""
+    """(N, D) float32 NISF coordinates (:func:`~implicitseg.geometry.frames.nisf_coordinates`)."""
     intensity: torch.Tensor
     """(N,) float32 in [0, 1]."""
     label: torch.Tensor
@@ -155,7 +155,7 @@ class NisfSubjectDataset(Dataset):
                       else np.arange(total))
             frame, flat = np.divmod(chosen, n_voxels)
         index_ijk = np.stack(np.unravel_index(flat, spatial), axis=1)
-        coordinates = canonical_coordinates(index_ijk, np.array(grid["affine_lps"]), np.array(grid["center_world_mm"]),
+        coordinates = nisf_coordinates(index_ijk, np.array(grid["affine_lps"]), np.array(grid["center_world_mm"]),
                                             self.config, time=frame / n_frames)
         return SubjectPoints(
             case_id=case, subject=self.subjects.get(case, -1), coordinates=torch.from_numpy(coordinates),

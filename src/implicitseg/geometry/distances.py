@@ -63,22 +63,24 @@ def closest_points_on_mesh(points_world_mm: np.ndarray, vertices_world_mm: np.nd
     return distance_mm, closest_world_mm, face_index
 
 
-def unsigned_distance_mm(points_world_mm: np.ndarray, vertices_world_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(N,) float64 exact unsigned distance (mm) from (N, 3) world LPS mm points to the mesh surface.
+def unsigned_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) float64 exact unsigned distance from (N, 3) points to the mesh surface, points and mesh in one frame
+    (world LPS mm, or ISMM's canonical frame) and the distance in its unit.
 
     Works for open and non-manifold meshes (it is a distance to the union of the triangles).
     """
-    return closest_points_on_mesh(points_world_mm, vertices_world_mm, faces)[0]
+    return closest_points_on_mesh(points, vertices, faces)[0]
 
 
-def signed_distance_mm(points_world_mm: np.ndarray, vertices_world_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(N,) float64 signed distance (mm): negative inside, positive outside, magnitude exact.
+def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) float64 signed distance, negative inside, positive outside, magnitude exact; points and mesh in one
+    frame (world LPS mm, or ISMM's canonical frame) and the distance in its unit.
 
     Inside/outside comes from the generalised winding number (fast winding numbers), so it is robust to
     small holes and open meshes; for a closed mesh with outward normals it matches the usual convention.
     """
-    vertices, faces = mesh_arrays(vertices_world_mm, faces)
-    points = _points_array(points_world_mm)
+    vertices, faces = mesh_arrays(vertices, faces)
+    points = _points_array(points)
     if len(points) == 0:
         return np.zeros(0)
     order = _spatial_order(points)

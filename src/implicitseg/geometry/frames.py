@@ -18,7 +18,7 @@ Frames (DESIGN §4):
   this frame is a :class:`CanonicalMesh` (``vertices_canonical``), never a world-mm ``Mesh``.
 - **nisf** (NISF, spec "Coordinates"): ``(world - image box centre) / canonical.scale_mm`` (one scale for every
   subject), plus the frame's time in [0, 1) of the cycle as a fourth coordinate with ``canonical.with_time``
-  (:func:`canonical_coordinates`, :func:`world_to_canonical`).
+  (:func:`nisf_coordinates`, :func:`nisf_coordinates_of_world`).
 
 Tensor axis order (the one place it is stated): a ROI image is stored as ``(Z, Y, X)`` = ``(D, H, W)``, so
 ``torch.nn.functional.grid_sample(image[None, None], points_unit[None, :, None, None])`` reads the image at
@@ -235,6 +235,12 @@ def anchor_picct(anchor_center_world_mm: np.ndarray, global_scale: float) -> Pic
                  float(global_scale))
 
 
+def canonical_to_anchor_mm(points_canonical: np.ndarray, global_scale: float) -> np.ndarray:
+    """(N, 3) canonical → (N, 3) anchor-aligned mm, the frame shapes are registered in (canonical / ``global_scale``;
+    :class:`Picct`'s middle frame)."""
+    return np.asarray(points_canonical, dtype=np.float64) / float(global_scale)
+
+
 def triangle_arrays(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A triangle mesh's float64 (V, 3) vertices and int64 (F, 3) faces, in any frame; faces that index a vertex
     that does not exist raise ``ValueError``."""
@@ -267,19 +273,19 @@ def image_center_world_mm(shape: tuple[int, ...], affine_lps: np.ndarray) -> np.
     return index_to_world(((np.array(shape[-3:]) - 1) / 2.0)[None], affine_lps)[0]
 
 
-def canonical_coordinates(index_ijk: np.ndarray, affine_lps: np.ndarray, center_world_mm: np.ndarray,
+def nisf_coordinates(index_ijk: np.ndarray, affine_lps: np.ndarray, center_world_mm: np.ndarray,
                           config: NisfConfig, time: float | np.ndarray | None = None) -> np.ndarray:
     """NISF's network coordinates (N, 3 or 4) float32 of voxel indices (N, 3) (any real values):
     ``(world - centre) / scale_mm``, then the time in [0, 1) when ``config.canonical.with_time`` (``time``: one
     value or (N,))."""
     world = index_to_world(np.asarray(index_ijk, dtype=np.float64), affine_lps)
-    return world_to_canonical(world, center_world_mm, config, time)
+    return nisf_coordinates_of_world(world, center_world_mm, config, time)
 
 
-def world_to_canonical(points_world_mm: np.ndarray, center_world_mm: np.ndarray, config: NisfConfig,
-                       time: float | np.ndarray | None = None) -> np.ndarray:
+def nisf_coordinates_of_world(points_world_mm: np.ndarray, center_world_mm: np.ndarray, config: NisfConfig,
+                              time: float | np.ndarray | None = None) -> np.ndarray:
     """NISF's network coordinates (N, 3 or 4) float32 of world LPS mm points (N, 3); see
-    :func:`canonical_coordinates`."""
+    :func:`nisf_coordinates`."""
     spatial = (np.asarray(points_world_mm, dtype=np.float64) - center_world_mm) / float(config.canonical.scale_mm)
     if not config.canonical.with_time:
         return spatial.astype(np.float32)

@@ -28,7 +28,7 @@ import numpy as np
 import point_cloud_utils as pcu
 from scipy.spatial import cKDTree
 
-from implicitseg.geometry.distances import mesh_arrays, unsigned_distance_mm
+from implicitseg.geometry.distances import mesh_arrays, unsigned_distance
 from implicitseg.geometry.frames import Roi
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ def training_samples(vertices_world_mm: np.ndarray, faces: np.ndarray, roi: Roi,
     timings["sampling_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    distances_mm = unsigned_distance_mm(points_world_mm, vertices, faces)
+    distances_mm = unsigned_distance(points_world_mm, vertices, faces)
     timings["distance_s"] = time.perf_counter() - start
     return TrainingSamples(
         points_unit=roi.world_to_unit(points_world_mm).astype(np.float32),

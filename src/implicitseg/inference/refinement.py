@@ -32,7 +32,8 @@ from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
 from implicitseg.geometry.alignment import coherent_point_drift
-from implicitseg.geometry.frames import CANONICAL_BOX, CanonicalMesh, Picct, index_to_world, world_to_index
+from implicitseg.geometry.frames import (CANONICAL_BOX, CanonicalMesh, Picct, canonical_to_anchor_mm, index_to_world,
+                                        world_to_index)
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
@@ -168,7 +169,7 @@ def template_points_mm(model: IsmmModel, config: IsmmConfig, rng: np.random.Gene
     """(M, 3) points area-uniform on the template's surface, in the anchor's mm frame (canonical / global scale)."""
     template = zero_level_mesh(model, max(32, int(config.tim.mesh_resolution) // 2))
     points = surface_samples(template.vertices_canonical, template.faces, config.tim.template_points, rng)[0]
-    return points / config.shapes.global_scale
+    return canonical_to_anchor_mm(points, config.shapes.global_scale)
 
 
 def align_initial(initial_points_world_mm: np.ndarray, template_mm: np.ndarray, config: IsmmConfig,

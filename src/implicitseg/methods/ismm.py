@@ -18,7 +18,7 @@ import torch
 from implicitseg.config import IsmmConfig, IsmmModelConfig, IsmmTrainConfig, ShapesConfig, TimConfig
 from implicitseg.data.ismm import ShapeSampleDataset, labelmap_surface, prepare_shapes, shape_surface
 from implicitseg.errors import InputError
-from implicitseg.geometry.distances import signed_distance_mm
+from implicitseg.geometry.distances import signed_distance
 from implicitseg.geometry.frames import anchor_picct, index_to_world
 from implicitseg.inference.refinement import refine_surface, safeguard, zero_level_mesh
 from implicitseg.io.dataset import case_id
@@ -112,7 +112,7 @@ def initial_labelmap(source: Path, surface_world_mm: Mesh, output_grid: tuple[tu
         return Volume((labelmap.array > 0).astype(np.uint8) * np.uint8(label_value), labelmap.affine_lps)
     shape, affine = output_grid
     index = np.indices(shape).reshape(3, -1).T.astype(np.float64)
-    inside = signed_distance_mm(index_to_world(index, affine), surface_world_mm.vertices_world_mm,
+    inside = signed_distance(index_to_world(index, affine), surface_world_mm.vertices_world_mm,
                                 surface_world_mm.faces) < 0
     return Volume(np.where(inside.reshape(shape), label_value, 0).astype(np.uint8), affine)
 

@@ -17,8 +17,8 @@ from implicitseg.data.prepare import ProgressCallback, prepare_dataset, split_ca
 from implicitseg.data.prepare_labels import with_dataset_labels
 from implicitseg.errors import InputError
 from implicitseg.fitting.latent import fit_latent
-from implicitseg.geometry.frames import (canonical_coordinates, image_center_world_mm, index_to_world,
-                                        world_to_canonical)
+from implicitseg.geometry.frames import (image_center_world_mm, index_to_world, nisf_coordinates,
+                                        nisf_coordinates_of_world)
 from implicitseg.io.dataset import load_dataset
 from implicitseg.io.images import Volume, VolumeSeries, read_image_series
 from implicitseg.methods.base import ImagePrediction, Method, copy_preset
@@ -77,7 +77,7 @@ def fit_subject(model: NisfModel, config: NisfConfig, series: VolumeSeries, *, d
     intensity = normalised_frames(series.frames)
     center = image_center_world_mm(series.frames.shape, series.affine_lps)
     index = np.indices(spatial).reshape(3, -1).T
-    coordinates = np.concatenate([canonical_coordinates(index, series.affine_lps, center, config, time=f / n_frames)
+    coordinates = np.concatenate([nisf_coordinates(index, series.affine_lps, center, config, time=f / n_frames)
                                   for f in range(n_frames)])
     validated = int(model.inference_steps)
     steps = validated if validated >= 0 else int(config.fit.steps)
@@ -95,7 +95,7 @@ def class_probabilities(network: torch.nn.Module, latent: torch.Tensor, points_w
                         batch_points: int = 131_072) -> np.ndarray:
     """Class probabilities (N, C) of the fitted subject at world LPS mm points (N, 3) and cycle time ``time``."""
     device = latent.device
-    coordinates = world_to_canonical(points_world_mm, center_world_mm, config, time)
+    coordinates = nisf_coordinates_of_world(points_world_mm, center_world_mm, config, time)
     probabilities = np.zeros((len(coordinates), network.segmentation_head.out_features), np.float32)
     for rows, chunk in point_batches(coordinates, batch_points, device):
         probabilities[rows] = torch.softmax(network(chunk[None], latent)[0][0].float(), dim=-1).cpu().numpy()

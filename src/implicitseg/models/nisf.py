@@ -2,7 +2,7 @@
 conditioned on a per-subject latent code, with a segmentation head and an image-intensity head.
 
 Inputs: canonical coordinates ``(B, N, D)`` (D = 3, or 4 with time; see
-:func:`~implicitseg.geometry.frames.canonical_coordinates`) and latent codes ``(B, latent_dim)``; outputs: class
+:func:`~implicitseg.geometry.frames.nisf_coordinates`) and latent codes ``(B, latent_dim)``; outputs: class
 logits ``(B, N, C)`` and intensity logits ``(B, N)`` (sigmoid → [0, 1]).
 """
 
