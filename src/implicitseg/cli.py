@@ -159,14 +159,18 @@ def train(
     max_time: Annotated[Optional[str], typer.Option(help="Stop after this wall time, HH:MM:SS.")] = None,
     devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes); >1 trains with DDP.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
+    precision: Annotated[Optional[str], typer.Option(help="Arithmetic of the training steps: 32-true, or bf16-mixed (bfloat16 autocast; same as --set train.precision=bf16-mixed).")] = None,
     set_values: SetOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Train on PREP; keeps checkpoints `last` and `best` (by validation loss). RUN/config.yaml holds the preset
     with PREP's data sections (ROI, intensities, samples: fixed by prepare) and --config, --set applied."""
+    from implicitseg.config import Settings
     from implicitseg.methods import pipeline
 
-    summary = pipeline.run_train(prep, out, method=method, preset=preset, settings=_settings(config_file, set_values),
+    settings = _settings(config_file, set_values) + \
+        ([Settings("--precision", {"train.precision": precision})] if precision is not None else [])
+    summary = pipeline.run_train(prep, out, method=method, preset=preset, settings=settings,
                                  max_epochs=max_epochs, max_time=max_time, devices=devices, resume=resume)
     best = summary.get("best_val_loss")
     best_text = "no validation ran" if best is None else f"best val loss {best:.4f}"

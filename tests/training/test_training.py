@@ -199,3 +199,22 @@ def test_ddp_two_cpu_processes_complete_an_epoch(sphere_prep: Path, tmp_path: Pa
     assert summary["epochs_completed"] == 1 and summary["devices"] == 2
     assert read_checkpoint(tmp_path / "run", "last")["global_step"] == 1  # each process took one of the two cases
     assert sorted(val_losses(tmp_path / "run", 0)) == [0]
+
+
+def test_a_bf16_mixed_run_trains_resumes_and_its_network_predicts_in_float32(sphere_prep: Path, tmp_path: Path,
+                                                                              tiny_config) -> None:
+    run_dir = tmp_path / "run"
+    config = tiny_config()
+    config.train.precision = "bf16-mixed"
+    train_run(sphere_prep, run_dir, config, max_epochs=1, progress=False, accelerator="cpu")
+    summary = train_run(sphere_prep, run_dir, config, max_epochs=2, resume=True, progress=False, accelerator="cpu")
+    assert summary["epochs_completed"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["precision"] == "bf16-mixed"
+    assert all(torch.isfinite(torch.tensor(value)) for value in val_losses(run_dir, 1).values())
+    model, loaded = load_model(run_dir, "last")
+    assert loaded.train.precision == "bf16-mixed"
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    image = torch.rand(1, 1, loaded.roi.res, loaded.roi.res, loaded.roi.res)
+    with torch.no_grad():
+        distances = model(image, torch.zeros(1, 5, 3))
+    assert distances.dtype == torch.float32 and torch.isfinite(distances).all()

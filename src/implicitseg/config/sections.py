@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from implicitseg.config.schema import choice
 
 INTENSITY_MODES = ("window", "zscore")
+"""``intensity.mode``: a CT window, or z-scores (MRI)."""
+PRECISIONS = ("32-true", "bf16-mixed")
+"""``train.precision``: Lightning's precision of the training steps."""
 
 
 @dataclass(kw_only=True)
@@ -40,7 +43,10 @@ class AugmentConfig:
 @dataclass(kw_only=True)
 class OptimisationConfig:
     """What every method's ``train`` section holds: optimiser step size, batch, stopping (``max_epochs``, or
-    ``early_stopping_patience`` epochs without a better validation loss), data-loader workers, seed, augmentation."""
+    ``early_stopping_patience`` epochs without a better validation loss), data-loader workers, seed, augmentation,
+    and the arithmetic of the training steps (``precision``, Lightning's: ``32-true``, or ``bf16-mixed``: forward
+    passes and losses in bfloat16 under autocast, weights and optimiser in float32; CPUs with AVX-512 BF16 and
+    recent GPUs run it natively). Prediction always runs in float32."""
 
     learning_rate: float = 1e-4
     batch_size: int = 4
@@ -49,6 +55,7 @@ class OptimisationConfig:
     num_workers: int = 0
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precision: str = choice("32-true", PRECISIONS)
 
 
 @dataclass(kw_only=True)

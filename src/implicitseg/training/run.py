@@ -215,6 +215,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         devices=devices,
         strategy=strategy,
         max_epochs=config.train.max_epochs,
+        precision=config.train.precision,
         callbacks=callbacks,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
