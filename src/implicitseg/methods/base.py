@@ -141,7 +141,7 @@ class Method:
         """A fresh (deep) copy of preset ``name``; an unknown name raises :class:`InputError` listing the presets."""
         if name not in self.presets:
             raise InputError(f"unknown preset {name!r} for {self.name}; available: {', '.join(self.presets)}")
-        return copy.deepcopy(self.presets[name])
+        return copy_preset(self.presets, name)
 
 
 PresetConfig = TypeVar("PresetConfig")
