@@ -13,12 +13,13 @@ device) runs in a fresh subprocess so peak-memory figures do not mix, under an a
 - CUDA: ``torch.cuda.max_memory_allocated()`` (tensors only; the caching allocator reserves somewhat more).
 
 NUDF presets also take ``--precision 32 bf16-mixed`` (one row each: the forward pass and loss under bfloat16
-autocast), ``--channels-last`` (one more row each in ``channels_last_3d`` memory format) and ``--profile STEPS``
+autocast), ``--contiguous`` (one more row each with the encoder in contiguous memory format instead of the model's
+``channels_last_3d``) and ``--profile STEPS``
 (that many more steps under ``torch.profiler``: ms per step of augmentation, encoder, feature gathering, decoder,
 loss, backward pass (split by operator into encoder, gathering and decoder) and optimiser).
 
 Usage: ``python benchmarks/train_step.py [--presets nudf64 nudf128 unet64 ...] [--batch 4] [--points 15000]
-[--steps 3] [--memory-limit-gb 20] [--precision 32 bf16-mixed] [--channels-last] [--profile 2]``
+[--steps 3] [--memory-limit-gb 20] [--precision 32 bf16-mixed] [--contiguous] [--profile 2]``
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from pathlib import Path
 
 
 def _nudf_step(preset: str, device: str, batch: int, points: int, generator, precision: str = "32",
-               channels_last: bool = False):
+               channels_last: bool = True):
     """(model, step function, res) for a NUDF preset. ``precision`` ``bf16-mixed``: the forward pass and the loss
     under ``torch.autocast`` in bfloat16 (weights and optimiser in float32, as Lightning's ``bf16-mixed``);
-    ``channels_last``: the model and image in ``torch.channels_last_3d`` memory format. Each part of the step runs
+    ``channels_last``: the encoder in ``torch.channels_last_3d`` memory format, as the model builds it (False: in
+    contiguous format, the layout before the model chose channels-last). Each part of the step runs
     under a ``torch.profiler.record_function`` label (augment, encoder, gather, decoder, loss, backward,
     optimizer) for ``--profile``."""
     import contextlib
@@ -48,16 +50,15 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator, pre
     from implicitseg.data.augment import apply_augmentation, draw_augmentation
     from implicitseg.fitting.losses import clamped_l1_loss
     from implicitseg.methods.nudf import preset_config
-    from implicitseg.models.encoders import gather_features
+    from implicitseg.models.encoders import gather_feature_levels
     from implicitseg.models.nudf import build_model
 
     config = preset_config(preset)
     res = config.roi.res
     model = build_model(config).to(device).train()
     image = torch.rand(batch, 1, res, res, res, generator=generator).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-        image = image.contiguous(memory_format=torch.channels_last_3d)
+    if not channels_last:
+        model.encoder.to(memory_format=torch.contiguous_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
     points_unit = (torch.rand(batch, points, 3, generator=generator) * 2 - 1).to(device)
     distances_unit = (torch.rand(batch, points, generator=generator) * 0.2).to(device)
@@ -68,15 +69,13 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator, pre
         with record_function("augment"):
             params = draw_augmentation(config.train.augment, batch, generator=generator)
             moved_image, moved_points = apply_augmentation(image, points_unit, params)
-            if channels_last:
-                moved_image = moved_image.contiguous(memory_format=torch.channels_last_3d)
         with autocast():
             with record_function("encoder"):
-                features = model.encode(moved_image)
+                features = model.encode(moved_image) if channels_last else model.encoder(moved_image)
             with record_function("gather"):
-                gathered = gather_features(features, moved_points, model.displacement_unit)
+                gathered = gather_feature_levels(features, moved_points, model.displacement_unit)
             with record_function("decoder"):
-                predicted = model.decoder(gathered)
+                predicted = model.decoder.forward_levels(gathered)
             with record_function("loss"):
                 loss = clamped_l1_loss(predicted.float(), distances_unit, config.train.clamp_unit)
         with record_function("backward"):
@@ -179,7 +178,7 @@ def _profile(step, steps: int) -> dict:
 
 
 def measure(preset: str, device: str, batch: int, points: int, steps: int, warmup: int, precision: str = "32",
-            channels_last: bool = False, profile_steps: int = 0) -> dict:
+            channels_last: bool = True, profile_steps: int = 0) -> dict:
     """Median step time (s) and peak memory (MB) of ``steps`` timed training steps after ``warmup`` ones (NUDF:
     in ``precision``, ``channels_last``; with ``profile_steps``, that many more steps profiled)."""
     import torch
@@ -240,8 +239,8 @@ def main() -> None:
                         help="address-space limit of each CPU worker; a step needing more is reported as out of memory")
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16-mixed"],
                         help="NUDF: one row per precision (bf16-mixed: autocast of forward and loss)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NUDF: also a row per precision with channels_last_3d memory format")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="NUDF: also a row per precision with the encoder in contiguous memory format")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="NUDF: profile this many more steps (torch.profiler): ms per step of each part")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -264,7 +263,7 @@ def main() -> None:
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    layouts = ["contiguous", "channels_last"] if args.channels_last else ["contiguous"]
+    layouts = ["contiguous", "channels_last"] if args.contiguous else ["channels_last"]
     jobs = [(preset, device, precision, layout) for preset in args.presets for device in devices
             for precision, layout in ([(p, l) for p in args.precision for l in layouts] if preset.startswith("nudf")
                                       else [("32", "contiguous")])]

@@ -157,7 +157,8 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Preset (default: the one PREP was prepared with).")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
     max_time: Annotated[Optional[str], typer.Option(help="Stop after this wall time, HH:MM:SS.")] = None,
-    devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes); >1 trains with DDP.")] = 1,
+    devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes) per node; >1 trains with DDP.")] = 1,
+    num_nodes: Annotated[int, typer.Option(min=1, help="Machines, each with --devices devices, under torchrun or SLURM (README: \"Training on several GPUs\").")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
     precision: Annotated[Optional[str], typer.Option(help="Arithmetic of the training steps: 32-true, or bf16-mixed (bfloat16 autocast; same as --set train.precision=bf16-mixed).")] = None,
     set_values: SetOption = None,
@@ -171,7 +172,8 @@ def train(
     settings = _settings(config_file, set_values) + \
         ([Settings("--precision", {"train.precision": precision})] if precision is not None else [])
     summary = pipeline.run_train(prep, out, method=method, preset=preset, settings=settings,
-                                 max_epochs=max_epochs, max_time=max_time, devices=devices, resume=resume)
+                                 max_epochs=max_epochs, max_time=max_time, devices=devices, num_nodes=num_nodes,
+                                 resume=resume)
     best = summary.get("best_val_loss")
     best_text = "no validation ran" if best is None else f"best val loss {best:.4f}"
     typer.echo(f"trained {summary['epochs_completed']} epochs; {best_text}; run in {out}")

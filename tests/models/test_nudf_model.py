@@ -1,4 +1,5 @@
-"""The NUDF network: parameter counts of the presets, encode/decode reuse, and the grid_sample axis convention."""
+"""The NUDF network: parameter counts of the presets, encode/decode reuse, the grid_sample axis convention, and the
+fast gathering equal to grid_sample (values and gradients)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 
 from implicitseg.methods.nudf import preset_config
-from implicitseg.models.encoders import gather_features
+from torch.nn import functional as F
+
+from implicitseg.models.encoders import gather_feature_levels, gather_features, neighbour_offsets_unit
 from implicitseg.models import count_parameters
 from implicitseg.models.nudf import NudfModel, build_model
 
@@ -84,3 +87,48 @@ def test_trilinear_between_voxels() -> None:
     points_unit = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [1.5, 0.0, 0.0], [2.0, 0.0, 0.0]]])
     features = gather_features([image], points_unit, displacement_unit=0.1)
     assert features[0, :, 0].tolist() == pytest.approx([0.5, 0.0, 0.5, 0.0])
+
+
+def _grid_sample_features(grids: list[torch.Tensor], points_unit: torch.Tensor, displacement_unit: float):
+    """The reference: ``grid_sample`` at each point and its neighbours, (B, N, 7 · C) channel-major."""
+    offsets = neighbour_offsets_unit(displacement_unit, dtype=points_unit.dtype)
+    sample_grid = points_unit[:, None, None, :, :] + offsets[None, None, :, None, :]  # (B, 1, 7, N, 3)
+    sampled = torch.cat([F.grid_sample(grid, sample_grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+                         for grid in grids], dim=1)  # (B, C, 1, 7, N)
+    return sampled.reshape(points_unit.shape[0], -1, points_unit.shape[1]).transpose(1, 2)
+
+
+def test_gathering_equals_grid_sample_in_values_and_gradients() -> None:
+    generator = torch.Generator().manual_seed(3)
+    shapes = [(1, (6, 7, 5)), (3, (4, 3, 5)), (2, (2, 2, 2))]  # anisotropic, odd sides
+    grids = [torch.randn(2, c, *zyx, generator=generator, dtype=torch.float64, requires_grad=True) for c, zyx in shapes]
+    # inside, on the faces and corners of the cube, and outside it (zero padding)
+    points = torch.rand(2, 40, 3, generator=generator, dtype=torch.float64) * 2.6 - 1.3
+    points[:, :3] = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 0.3, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    points.requires_grad_(True)
+    weights = torch.randn(2, 40, 7 * 6, generator=generator, dtype=torch.float64)
+    reference = _grid_sample_features(grids, points, 0.2)
+    reference_grads = torch.autograd.grad((reference * weights).sum(), [*grids, points])
+    features = gather_features(grids, points, 0.2)
+    grads = torch.autograd.grad((features * weights).sum(), [*grids, points])
+    torch.testing.assert_close(features, reference)
+    for grad, reference_grad in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, reference_grad)
+
+
+def test_decoder_on_levels_equals_decoder_on_concatenated_features() -> None:
+    config = preset_config("nudf-demo")
+    config.roi.res = 16
+    model = NudfModel(config).eval()
+    image = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    points = torch.rand(2, 50, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        grids = model.encode(image)
+        levels = gather_feature_levels(grids, points, model.displacement_unit)
+        assert [tuple(level.shape) for level in levels] == [(2, 50, 7, g.shape[1]) for g in grids]
+        torch.testing.assert_close(model.decoder.forward_levels(levels),
+                                   model.decoder(gather_features(grids, points, model.displacement_unit)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed reads the grids in bfloat16
+            mixed = model.decode(grids, points)
+        assert mixed.dtype == torch.bfloat16
+        torch.testing.assert_close(mixed.float(), model.decode(grids, points), atol=2e-3, rtol=0.05)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,6 +202,24 @@ def test_ddp_two_cpu_processes_complete_an_epoch(sphere_prep: Path, tmp_path: Pa
                         progress=False)
     assert summary["epochs_completed"] == 1 and summary["devices"] == 2
     assert read_checkpoint(tmp_path / "run", "last")["global_step"] == 1  # each process took one of the two cases
+    assert sorted(val_losses(tmp_path / "run", 0)) == [0]
+
+
+@pytest.mark.slow
+def test_processes_started_by_torchrun_train_one_run_together(sphere_prep: Path, tmp_path: Path,
+                                                              tiny_config) -> None:
+    """What a cluster launch does (torchrun / srun start the processes, Lightning joins them), on one machine."""
+    prep = Path(shutil.copytree(sphere_prep, tmp_path / "prep"))
+    manifest = json.loads((prep / "manifest.json").read_text())
+    (prep / "manifest.json").write_text(json.dumps({**manifest, "config": config_to_dict(tiny_config())}))
+    script = Path(sys.executable).parent / "implicitseg"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+               "train", str(prep), "--out", str(tmp_path / "run"), "--max-epochs", "1", "--devices", "2",
+               "--num-nodes", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(tmp_path / "run", "last")["global_step"] == 1  # the two cases split over two processes
     assert sorted(val_losses(tmp_path / "run", 0)) == [0]
 
 

@@ -38,7 +38,7 @@ class Train(Protocol):
     """Train a method's network on a prepared folder into ``run_dir``; returns the run's summary."""
 
     def __call__(self, prep_dir: Path, run_dir: Path, config: Any, *, max_epochs: int | None = None,
-                 max_time: str | None = None, devices: int = 1, resume: bool = False,
+                 max_time: str | None = None, devices: int = 1, num_nodes: int = 1, resume: bool = False,
                  progress: bool = True) -> dict: ...
 
 

@@ -127,7 +127,7 @@ def check_table(report):
 
 def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str | None = None,
               settings: Sequence[Settings] = (), max_epochs: int | None = None, max_time: str | None = None,
-              devices: int = 1, resume: bool = False, show_progress: bool = True) -> dict:
+              devices: int = 1, num_nodes: int = 1, resume: bool = False, show_progress: bool = True) -> dict:
     """Train ``method`` on a prepared folder: the preset (``preset``, a ``--config`` file's ``preset:``, or PREP's)
     with PREP's data sections (ROI, intensities, samples: its ``DATA_SECTIONS``) and ``settings`` (``--config``,
     ``--set``; one that would change a data section raises :class:`InputError`), written to ``out/config.yaml``."""
@@ -153,7 +153,8 @@ def run_train(prep: Path, out: Path, *, method: str | None = None, preset: str |
     for source in settings:
         config, _ = source.apply(config, fixed)
     return method_entry.train(Path(prep), Path(out), config, max_epochs=max_epochs, max_time=max_time,
-                              devices=devices, resume=resume, progress=show_progress)
+                              devices=devices, num_nodes=num_nodes, resume=resume,
+                              progress=show_progress)
 
 
 def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[Settings] = (),

@@ -37,8 +37,32 @@ class PointMlp(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features``: (B, N, in_features) → (B, N)."""
-        values = features
-        for layer in self.hidden_layers:
+        return self._from_first_layer(self.hidden_layers[0](features))
+
+    def forward_levels(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The same as :meth:`forward` on gathered features given per grid, ``[(B, N, K, C_i)]`` (``K`` neighbours),
+        whose concatenation ``forward`` reads channel-major (index ``K · c + k``, ``c`` counted over all grids). The
+        first layer is applied per grid with its weight columns re-ordered, so the (B, N, K · sum(C_i)) input
+        is never built. Returns (B, N)."""
+        first = self.hidden_layers[0]
+        width = first.weight.shape[0]
+        start = 0
+        values = None
+        for level in levels:
+            neighbours, channels = level.shape[-2:]
+            block = first.weight[:, start:start + neighbours * channels]  # columns K · c + k
+            block = block.reshape(width, channels, neighbours).transpose(1, 2).reshape(width, -1)  # k · C + c
+            part = F.linear(level.flatten(-2), block, first.bias if values is None else None)
+            values = part if values is None else values + part
+            start += neighbours * channels
+        if start != first.weight.shape[1]:
+            raise ValueError(f"decoder expects {first.weight.shape[1]} features per point, got {start}")
+        return self._from_first_layer(values)
+
+    def _from_first_layer(self, values: torch.Tensor) -> torch.Tensor:
+        """The layers after the first: ``values`` (B, N, hidden[0]) before its ReLU → (B, N)."""
+        values = F.relu(values)
+        for layer in self.hidden_layers[1:]:
             values = F.relu(layer(values))
         values = self.output_layer(values).squeeze(-1)
         if self.output == "softplus":

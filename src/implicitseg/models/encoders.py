@@ -83,25 +83,102 @@ def neighbour_offsets_unit(displacement_unit: float, *, device: torch.device | N
     return offsets
 
 
-def gather_features(grids: list[torch.Tensor], points_unit: torch.Tensor, displacement_unit: float) -> torch.Tensor:
-    """Read every grid trilinearly at each point and its 6 axis neighbours.
+class _WeightedRows(torch.autograd.Function):
+    """``out[m] = Σ_j weight[m, j] · table[index[m, j]]``: ``table`` (V, C), ``index`` (M, J) long, ``weight`` (M, J)
+    → (M, C). Forward is ``embedding_bag``; the table's gradient is the transposed sum, computed as another
+    ``embedding_bag`` over the rows of the output gradient grouped by table row (a sort instead of the scatter-add
+    that ``embedding_bag``'s own backward does, several times slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table, index, weight)
+        return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        table, index, weight = ctx.saved_tensors
+        grad_table = grad_weight = None
+        grad_out = grad_out.contiguous()
+        if ctx.needs_input_grad[0]:
+            flat = index.reshape(-1)
+            order = torch.argsort(flat)
+            rows = torch.div(order, index.shape[1], rounding_mode="floor")
+            counts = torch.bincount(flat, minlength=table.shape[0])
+            offsets = torch.cumsum(counts, 0) - counts
+            grad_table = F.embedding_bag(rows, grad_out.to(table.dtype), offsets,
+                                         per_sample_weights=weight.reshape(-1)[order], mode="sum")
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.stack([(table.index_select(0, index[:, j]) * grad_out).sum(-1)
+                                       for j in range(index.shape[1])], dim=1)
+        return grad_table, None, grad_weight
+
+
+def trilinear_corners(points_unit: torch.Tensor, grid_zyx: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8 voxels around each point and their trilinear weights, as ``grid_sample`` with ``align_corners=True``
+    and zero padding reads them.
+
+    ``points_unit``: (M, 3) unit (x, y, z); ``grid_zyx``: (D, H, W). Returns ``index`` (M, 8) long, the flat voxel
+    index ``(z · H + y) · W + x`` (clamped into the grid), and ``weight`` (M, 8), zero for voxels outside the grid.
+    """
+    depth, height, width = grid_zyx
+    size = torch.tensor([width - 1, height - 1, depth - 1], device=points_unit.device, dtype=points_unit.dtype)
+    voxel = (points_unit + 1.0) * 0.5 * size
+    lower = torch.floor(voxel)
+    fraction = voxel - lower
+    lower = lower.long()
+    indices, weights = [], []
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                x, y, z = lower[:, 0] + dx, lower[:, 1] + dy, lower[:, 2] + dz
+                inside = (x >= 0) & (x < width) & (y >= 0) & (y < height) & (z >= 0) & (z < depth)
+                weight = ((fraction[:, 0] if dx else 1.0 - fraction[:, 0])
+                          * (fraction[:, 1] if dy else 1.0 - fraction[:, 1])
+                          * (fraction[:, 2] if dz else 1.0 - fraction[:, 2]))
+                weights.append(weight * inside)
+                indices.append((z.clamp(0, depth - 1) * height + y.clamp(0, height - 1)) * width
+                               + x.clamp(0, width - 1))
+    return torch.stack(indices, dim=1), torch.stack(weights, dim=1)
+
+
+def gather_feature_levels(grids: list[torch.Tensor], points_unit: torch.Tensor,
+                          displacement_unit: float) -> list[torch.Tensor]:
+    """Read every grid trilinearly at each point and its 6 axis neighbours (neighbour order of
+    :func:`neighbour_offsets_unit`), one tensor per grid.
 
     ``grids``: feature grids ``(B, C_i, D_i, H_i, W_i)``, each spanning the unit cube with ``align_corners=True``.
     ``points_unit``: (B, N, 3), unit coordinates (x, y, z). Outside the cube features read as zero.
-    Returns (B, N, 7 · sum(C_i)); the feature of channel ``c`` at neighbour ``k`` is at index ``7 · c + k``.
+    Returns ``[(B, N, 7, C_i)]``. Values equal ``grid_sample``'s; the gathering is a weighted row sum over the grid
+    in channels-last layout (free for ``channels_last_3d`` grids), 2–3× faster than ``grid_sample`` forward and
+    backward on CPU. Under autocast the grids are read in the autocast dtype (bfloat16 in ``bf16-mixed``).
     """
     if points_unit.dim() != 3 or points_unit.shape[-1] != 3:
         raise ValueError(f"points_unit must have shape (B, N, 3), got {tuple(points_unit.shape)}")
     batch, count, _ = points_unit.shape
     offsets = neighbour_offsets_unit(displacement_unit, device=points_unit.device, dtype=points_unit.dtype)
-    # (B, 1, 7, N, 3): grid_sample output is then (B, C, 1, 7, N).
-    sample_grid = (points_unit[:, None, None, :, :] + offsets[None, None, :, None, :])
-    sampled = [
-        F.grid_sample(grid, sample_grid.to(grid.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
-        for grid in grids
-    ]
-    features = torch.cat(sampled, dim=1)  # (B, C_total, 1, 7, N)
-    return features.reshape(batch, -1, count).transpose(1, 2)
+    samples_unit = (points_unit[:, :, None, :] + offsets).reshape(-1, 3)  # (B · N · 7, 3)
+    sample_batch = torch.arange(batch, device=points_unit.device).repeat_interleave(count * 7)[:, None]
+    device_type = points_unit.device.type
+    read_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    levels = []
+    for grid in grids:
+        _, channels, depth, height, width = grid.shape
+        index, weight = trilinear_corners(samples_unit, (depth, height, width))
+        table = grid.permute(0, 2, 3, 4, 1).reshape(-1, channels)  # (B · D · H · W, C), a view if channels-last
+        if read_dtype is not None:
+            table = table.to(read_dtype)
+        rows = _WeightedRows.apply(table, index + sample_batch * (depth * height * width), weight.to(table.dtype))
+        levels.append(rows.reshape(batch, count, 7, channels))
+    return levels
+
+
+def gather_features(grids: list[torch.Tensor], points_unit: torch.Tensor, displacement_unit: float) -> torch.Tensor:
+    """:func:`gather_feature_levels` as one tensor (B, N, 7 · sum(C_i)); the feature of channel ``c`` (counted over
+    all grids) at neighbour ``k`` is at index ``7 · c + k``: the decoder input of NUDF checkpoints.
+    :meth:`~implicitseg.models.decoders.PointMlp.forward_levels` takes the levels without this copy."""
+    levels = gather_feature_levels(grids, points_unit, displacement_unit)
+    features = torch.cat(levels, dim=-1)  # (B, N, 7, C_total)
+    return features.transpose(-1, -2).reshape(*features.shape[:2], -1)
 
 
 NORMS = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d}

@@ -7,7 +7,7 @@ from torch import nn
 
 from implicitseg.config import NudfConfig
 from implicitseg.models.decoders import PointMlp
-from implicitseg.models.encoders import IfNetEncoder, gather_features
+from implicitseg.models.encoders import IfNetEncoder, gather_feature_levels
 
 
 class NudfModel(nn.Module):
@@ -22,6 +22,9 @@ class NudfModel(nn.Module):
         self.encoder = IfNetEncoder(config.encoder)
         self.displacement_unit = float(config.encoder.displacement_unit)
         self.decoder = PointMlp(self.encoder.feature_dim * 7, tuple(config.decoder.hidden), config.decoder.output)
+        # channels-last 3D convolutions are faster on CPU (oneDNN) and GPU, and the gathering reads channels-last
+        # grids without a copy (BENCHMARKS.md, "NUDF 64³ training step")
+        self.encoder.to(memory_format=torch.channels_last_3d)
 
     @property
     def feature_dim(self) -> int:
@@ -33,11 +36,11 @@ class NudfModel(nn.Module):
 
         Run once per image; :meth:`decode` reuses the grids for any number of point batches.
         """
-        return self.encoder(image)
+        return self.encoder(image.contiguous(memory_format=torch.channels_last_3d))
 
     def decode(self, features: list[torch.Tensor], points_unit: torch.Tensor) -> torch.Tensor:
         """``features`` from :meth:`encode`; ``points_unit``: (B, N, 3) unit (x, y, z) → distances (B, N), unit."""
-        return self.decoder(gather_features(features, points_unit, self.displacement_unit))
+        return self.decoder.forward_levels(gather_feature_levels(features, points_unit, self.displacement_unit))
 
     def forward(self, image: torch.Tensor, points_unit: torch.Tensor) -> torch.Tensor:
         """``image`` (B, 1, D, H, W), ``points_unit`` (B, N, 3) → distances (B, N), unit lengths."""

@@ -129,20 +129,31 @@ def _stopped_early(checkpoint: dict) -> bool:
     return False
 
 
+def launched_externally() -> bool:
+    """True when a launcher started this process as one of several: ``torchrun`` (``WORLD_SIZE`` > 1) or a SLURM job
+    step of several tasks (``srun``, ``SLURM_NTASKS`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
+        int(os.environ.get("SLURM_NTASKS", "1")) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"))
+
+
 def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any, *, max_epochs: int | None = None,
-              max_time: str | None = None, devices: int = 1, resume: bool = False, progress: bool = True,
-              accelerator: str = "auto") -> dict:
+              max_time: str | None = None, devices: int = 1, num_nodes: int = 1, resume: bool = False,
+              progress: bool = True, accelerator: str = "auto") -> dict:
     """Train ``config``'s network (the method of ``recipe``) on the prepared folder ``prep_dir`` into ``run_dir``.
 
     ``max_epochs``: total epochs of the run (counting earlier sessions; default ``config.train.max_epochs``).
     ``max_time``: wall-clock budget of this invocation, ``HH:MM:SS`` or ``DD:HH:MM:SS``, checked after each epoch.
-    ``devices`` > 1: DDP with one spawned process per device (gloo on CPU, NCCL on GPU).
+    ``devices`` > 1: DDP with one spawned process per device (gloo on CPU, NCCL on GPU). Under an external launcher
+    (``torchrun``, ``srun``: :func:`launched_externally`) or with ``num_nodes`` > 1, every process runs this function
+    itself and Lightning joins them (``devices`` per node × ``num_nodes``).
     ``resume``: continue from ``run_dir/checkpoints/last.ckpt``. Returns a summary: epochs, best val loss,
     time, paths.
     """
     prep_dir, run_dir = Path(prep_dir), Path(run_dir)
     if int(devices) < 1:
         raise InputError(f"--devices must be >= 1, got {devices!r}")
+    if int(num_nodes) < 1:
+        raise InputError(f"--num-nodes must be >= 1, got {num_nodes!r}")
     if max_epochs is not None and int(max_epochs) < 1:
         raise InputError(f"--max-epochs must be >= 1, got {max_epochs!r}")
     duration = parse_max_time(max_time) if max_time is not None else None
@@ -206,13 +217,17 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         TensorBoardLogger(run_dir / LOG_DIR, name="tensorboard", default_hp_metric=False),
     ]
     strategy: Any = "auto"
-    if devices > 1:
+    if num_nodes > 1 or launched_externally():
+        # torchrun / SLURM started one process per device already: Lightning reads the rank from the environment
+        strategy = DDPStrategy()
+    elif devices > 1:
         # Spawned workers: Lightning's "ddp" re-executes sys.argv, which breaks when train_run is called from a
         # library or a test; spawning works from anywhere. The backend is gloo on CPU and NCCL on CUDA.
         strategy = DDPStrategy(start_method="spawn")
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
         max_epochs=config.train.max_epochs,
         precision=config.train.precision,
@@ -247,6 +262,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         "stopped_early": _stopped_early(last),
         "time_s": elapsed,
         "devices": int(devices),
+        "num_nodes": int(num_nodes),
     }
 
 
