@@ -160,7 +160,7 @@ def train(
     devices: Annotated[int, typer.Option(min=1, help="Devices (GPUs, or CPU processes) per node; >1 trains with DDP.")] = 1,
     num_nodes: Annotated[int, typer.Option(min=1, help="Machines, each with --devices devices, under torchrun or SLURM (README: \"Training on several GPUs\").")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
-    precision: Annotated[Optional[str], typer.Option(help="Arithmetic of the training steps: 32-true, or bf16-mixed (bfloat16 autocast; same as --set train.precision=bf16-mixed).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Arithmetic of the training steps: 32-true, bf16-mixed (bfloat16 autocast; same as --set train.precision=bf16-mixed), or auto (bf16-mixed where the device runs it natively; NUDF's paper presets' default).")] = None,
     set_values: SetOption = None,
     config_file: ConfigOption = None,
 ) -> None:
@@ -176,7 +176,8 @@ def train(
                                  resume=resume)
     best = summary.get("best_val_loss")
     best_text = "no validation ran" if best is None else f"best val loss {best:.4f}"
-    typer.echo(f"trained {summary['epochs_completed']} epochs; {best_text}; run in {out}")
+    arithmetic = f" in {summary['precision']}" if "precision" in summary else ""
+    typer.echo(f"trained {summary['epochs_completed']} epochs{arithmetic}; {best_text}; run in {out}")
 
 
 @app.command()

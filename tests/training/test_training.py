@@ -240,3 +240,17 @@ def test_a_bf16_mixed_run_trains_resumes_and_its_network_predicts_in_float32(sph
     with torch.no_grad():
         distances = model(image, torch.zeros(1, 5, 3))
     assert distances.dtype == torch.float32 and torch.isfinite(distances).all()
+
+
+def test_auto_precision_is_bf16_mixed_only_where_the_cpu_runs_bfloat16(monkeypatch) -> None:
+    from implicitseg.methods.nudf import preset_config
+    from implicitseg.training.run import resolve_precision
+
+    assert preset_config("nudf64").train.precision == "auto"
+    assert preset_config("nudf-demo").train.precision == "32-true"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolve_precision("32-true", "cpu") == "32-true" and resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"

@@ -9,7 +9,7 @@ from implicitseg.config.schema import choice
 
 INTENSITY_MODES = ("window", "zscore")
 """``intensity.mode``: a CT window, or z-scores (MRI)."""
-PRECISIONS = ("32-true", "bf16-mixed")
+PRECISIONS = ("32-true", "bf16-mixed", "auto")
 """``train.precision``: Lightning's precision of the training steps."""
 
 
@@ -46,7 +46,8 @@ class OptimisationConfig:
     ``early_stopping_patience`` epochs without a better validation loss), data-loader workers, seed, augmentation,
     and the arithmetic of the training steps (``precision``, Lightning's: ``32-true``, or ``bf16-mixed``: forward
     passes and losses in bfloat16 under autocast, weights and optimiser in float32; CPUs with AVX-512 BF16 and
-    recent GPUs run it natively). Prediction always runs in float32."""
+    recent GPUs run it natively; ``auto``: ``bf16-mixed`` where the training device runs bfloat16 natively, else
+    ``32-true``, see :func:`implicitseg.training.run.resolve_precision`). Prediction always runs in float32."""
 
     learning_rate: float = 1e-4
     batch_size: int = 4

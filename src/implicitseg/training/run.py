@@ -129,6 +129,20 @@ def _stopped_early(checkpoint: dict) -> bool:
     return False
 
 
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Lightning's precision for ``train.precision``: ``auto`` becomes ``bf16-mixed`` where the device runs bfloat16
+    natively (a CUDA GPU with bfloat16 support; a CPU with AVX-512 BF16 or AMX), else ``32-true``; the other values
+    are returned as they are."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_cuda:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16-mixed" if native else "32-true"
+
+
 def launched_externally() -> bool:
     """True when a launcher started this process as one of several: ``torchrun`` (``WORLD_SIZE`` > 1) or a SLURM job
     step of several tasks (``srun``, ``SLURM_NTASKS`` > 1)."""
@@ -216,6 +230,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         CSVLogger(run_dir / LOG_DIR, name="csv"),
         TensorBoardLogger(run_dir / LOG_DIR, name="tensorboard", default_hp_metric=False),
     ]
+    precision = resolve_precision(config.train.precision, accelerator)
     strategy: Any = "auto"
     if num_nodes > 1 or launched_externally():
         # torchrun / SLURM started one process per device already: Lightning reads the rank from the environment
@@ -230,7 +245,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         num_nodes=num_nodes,
         strategy=strategy,
         max_epochs=config.train.max_epochs,
-        precision=config.train.precision,
+        precision=precision,
         callbacks=callbacks,
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
@@ -263,6 +278,7 @@ def train_run(recipe: TrainingRecipe, prep_dir: Path, run_dir: Path, config: Any
         "time_s": elapsed,
         "devices": int(devices),
         "num_nodes": int(num_nodes),
+        "precision": precision,
     }
 
 
