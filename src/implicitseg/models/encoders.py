@@ -105,7 +105,7 @@ class _WeightedRows(torch.autograd.Function):
             rows = torch.div(order, index.shape[1], rounding_mode="floor")
             counts = torch.bincount(flat, minlength=table.shape[0])
             offsets = torch.cumsum(counts, 0) - counts
-            grad_table = F.embedding_bag(rows, grad_out.to(table.dtype), offsets,
+            grad_table = F.embedding_bag(rows, grad_out, offsets,
                                          per_sample_weights=weight.reshape(-1)[order], mode="sum")
         if ctx.needs_input_grad[2]:
             grad_weight = torch.stack([(table.index_select(0, index[:, j]) * grad_out).sum(-1)
