@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from implicitseg.config.sections import PRECISIONS
+
 PAPER = {"chamfer_ratio": 0.425 / 0.877, "completion_nudf": 0.9816, "completion_unet": 0.9471}
 """The NUDF paper's LAA table (20 test CTs, input 64³): NUDF 0.425 mm vs U-Net 0.877 mm; completion 98.16 % vs 94.71 %."""
 
@@ -40,17 +42,21 @@ def _hms(minutes: float) -> str:
 
 
 def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = None,
-                 max_epochs: int | None = None) -> dict:
-    """Train one prepared folder in this process (with ``preset``, default the one it was prepared with) for
-    ``minutes`` or ``max_epochs``, whichever ends first; returns the summary with wall time and peak memory."""
+                 max_epochs: int | None = None, precision: str | None = None) -> dict:
+    """Train one prepared folder in this process (with ``preset``, default the one it was prepared with; in
+    ``precision``, default the preset's ``train.precision``) for ``minutes`` or ``max_epochs``, whichever ends
+    first; returns the summary with wall time and peak memory."""
     import torch
 
+    from implicitseg.config import Settings
     from implicitseg.methods import pipeline
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    summary = pipeline.run_train(prep, run, preset=preset, max_time=_hms(minutes), max_epochs=max_epochs,
-                                 resume=(run / "checkpoints" / "last.ckpt").is_file(), show_progress=False)
+    settings = [Settings("--precision", {"train.precision": precision})] if precision else []
+    summary = pipeline.run_train(prep, run, preset=preset, settings=settings, max_time=_hms(minutes),
+                                 max_epochs=max_epochs, resume=(run / "checkpoints" / "last.ckpt").is_file(),
+                                 show_progress=False)
     summary["wall_s"] = time.perf_counter() - start
     summary["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
     summary["memory_method"] = "ru_maxrss increase (CPU)"
@@ -61,11 +67,12 @@ def train_worker(prep: Path, run: Path, minutes: float, preset: str | None = Non
 
 
 def train_in_subprocess(prep: Path, run: Path, minutes: float, preset: str | None = None,
-                        max_epochs: int | None = None) -> dict:
+                        max_epochs: int | None = None, precision: str | None = None) -> dict:
     """:func:`train_worker` in a fresh process (its peak memory is its own); returns the summary."""
     command = [sys.executable, __file__, "--train-worker", str(prep), str(run), str(minutes)]
     command += ["--train-preset", preset] if preset else []
     command += ["--train-epochs", str(max_epochs)] if max_epochs else []
+    command += ["--train-precision", precision] if precision else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"training {prep} failed:\n{done.stderr[-3000:]}")
@@ -83,14 +90,19 @@ def main() -> None:
     parser.add_argument("--nudf-preset", default="nudf-demo")
     parser.add_argument("--unet-preset", default="unet-demo")
     parser.add_argument("--roi-preset", default="roi32")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="arithmetic of both trainings (default auto: bf16-mixed for both where the device runs "
+                             "it natively), so that neither method gets a faster arithmetic than the other")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-worker", nargs=3, metavar=("PREP", "RUN", "MINUTES"), help=argparse.SUPPRESS)
     parser.add_argument("--train-preset", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train-epochs", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train-precision", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_worker:
         prep, run, minutes = args.train_worker
-        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes), args.train_preset, args.train_epochs)))
+        print(json.dumps(train_worker(Path(prep), Path(run), float(minutes), args.train_preset, args.train_epochs,
+                                      args.train_precision)))
         return
 
     import numpy as np
@@ -114,25 +126,31 @@ def main() -> None:
 
     training = {"roi": train_in_subprocess(out / "prep_roi", out / "run_roi", args.roi_minutes)}
     for method in ("nudf", "unet"):
-        training[method] = train_in_subprocess(out / f"prep_{method}", out / f"run_{method}", args.minutes)
+        training[method] = train_in_subprocess(out / f"prep_{method}", out / f"run_{method}", args.minutes,
+                                               precision=args.precision)
 
     rows = {}
     for method in ("nudf", "unet"):
         predictions = out / f"predictions_{method}"
+        # an image the model finds no surface in is a failed row of the evaluation, not a crash of the table
         results = pipeline.run_predict(out / f"run_{method}", [dataset], predictions, roi_run=out / "run_roi",
-                                       show_progress=False)
+                                       keep_going=True, show_progress=False)
+        failed = {r["case"]: r["error"] for r in results if "error" in r}
+        predicted = [r for r in results if "error" not in r]
         pipeline.run_evaluate(predictions, dataset, out / f"metrics_{method}")
         summary = json.loads((out / f"metrics_{method}.summary.json").read_text())
-        roi_errors = [float(np.linalg.norm(np.array(r["roi"]["center_world_mm"]) - label_center_world_mm(
-            label_for_image(dataset / "labelsTs", Path(r["image"]))))) for r in results]
+        roi_errors = {r["case"]: float(np.linalg.norm(np.array(r["roi"]["center_world_mm"]) - label_center_world_mm(
+            label_for_image(dataset / "labelsTs", Path(r["image"]))))) for r in predicted}
         rows[method] = {
             "preset": presets[method],
             "metrics_mean": {m: summary["metrics"][m]["mean"] for m in METRICS},
             "metrics_median": {m: summary["metrics"][m]["median"] for m in METRICS},
             "n_test": len(results), "n_scored": summary["n_scored"], "n_cases": summary["n_cases"],
             "train_min": training[method]["wall_s"] / 60, "epochs": training[method]["epochs_completed"],
+            "precision": training[method].get("precision"),
             "train_peak_mb": training[method]["peak_mb"], "memory_method": training[method]["memory_method"],
-            "predict_s_median": statistics.median(r["timings"]["total_s"] for r in results),
+            "predict_s_median": statistics.median(r["timings"]["total_s"] for r in predicted) if predicted else None,
+            "failed": failed,
             "roi_center_error_mm": roi_errors,
         }
 
@@ -152,21 +170,24 @@ def main() -> None:
     }
     detector = {"preset": presets["roi"], "train_min": training["roi"]["wall_s"] / 60,
                 "epochs": training["roi"]["epochs_completed"],
-                "center_error_mm": rows["nudf"]["roi_center_error_mm"]}
+                # the same detector centres both methods' ROIs: its error on every image either method predicted
+                "center_error_mm": {**rows["unet"]["roi_center_error_mm"], **rows["nudf"]["roi_center_error_mm"]}}
     report = {"rows": rows, "comparison": comparison, "detector": detector, "prepare_s": prepare_s,
               "budget_minutes": args.minutes, "dataset": str(dataset)}
     (out / "paper_table.json").write_text(json.dumps(report, indent=1))
 
     print(f"\n## NUDF vs U-Net, same data, same {args.minutes:g}-minute training budget, ROI by the detector")
-    print(f"| method | preset | scored | {' | '.join(METRICS)} | train min (epochs) | train peak MB | "
+    print(f"| method | preset | precision | scored | {' | '.join(METRICS)} | train min (epochs) | train peak MB | "
           f"predict s/image |")
-    print("|" + "---|" * (len(METRICS) + 6))
+    print("|" + "---|" * (len(METRICS) + 7))
     for method, row in rows.items():
         values = " | ".join(f"{row['metrics_mean'][m]:.3f}" for m in METRICS)
-        print(f"| {method} | {row['preset']} | {row['n_scored']} of {row['n_cases']} | {values} | "
+        print(f"| {method} | {row['preset']} | {row['precision']} | {row['n_scored']} of {row['n_cases']} | {values} | "
               f"{row['train_min']:.1f} ({row['epochs']}) | {row['train_peak_mb']:.0f} | "
-              f"{row['predict_s_median']:.1f} |")
-    errors = detector["center_error_mm"]
+              f"{'-' if row['predict_s_median'] is None else format(row['predict_s_median'], '.1f')} |")
+        for case, error in row["failed"].items():
+            print(f"  {method} {case}: no prediction ({error})")
+    errors = list(detector["center_error_mm"].values())
     print(f"\nROI detector ({detector['preset']}, {detector['train_min']:.1f} min, {detector['epochs']} epochs): centre "
           f"error mean {np.mean(errors):.1f} mm, max {np.max(errors):.1f} mm over {len(errors)} test images")
     print(f"Chamfer (pred→GT) NUDF / U-Net: {comparison['chamfer_ratio_nudf_over_unet']:.2f} "

@@ -12,8 +12,8 @@ device) runs in a fresh subprocess so peak-memory figures do not mix, under an a
   batch were built (torch's CPU allocator is invisible to tracemalloc);
 - CUDA: ``torch.cuda.max_memory_allocated()`` (tensors only; the caching allocator reserves somewhat more).
 
-NUDF presets also take ``--precision 32 bf16-mixed`` (one row each: the forward pass and loss under bfloat16
-autocast), ``--contiguous`` (one more row each with the encoder in contiguous memory format instead of the model's
+NUDF and U-Net presets take ``--precision 32 bf16-mixed`` (one row each: the forward pass and loss under bfloat16
+autocast); NUDF presets also ``--contiguous`` (one more row each with the encoder in contiguous memory format instead of the model's
 ``channels_last_3d``) and ``--profile STEPS``
 (that many more steps under ``torch.profiler``: ms per step of augmentation, encoder, feature gathering, decoder,
 loss, backward pass (split by operator into encoder, gathering and decoder) and optimiser).
@@ -87,8 +87,9 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator, pre
     return model, step, res
 
 
-def _unet_step(preset: str, device: str, batch: int, generator):
-    """(model, step function, res) for a U-Net preset."""
+def _unet_step(preset: str, device: str, batch: int, generator, precision: str = "32"):
+    """(model, step function, res) for a U-Net preset; ``precision`` ``bf16-mixed``: forward and loss under
+    bfloat16 autocast, as Lightning's ``bf16-mixed`` does it."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -104,10 +105,13 @@ def _unet_step(preset: str, device: str, batch: int, generator):
     image = torch.rand(batch, 1, res, res, res, generator=generator).to(device)
     label = (torch.rand(batch, 1, res, res, res, generator=generator) > 0.9).long().to(device)
 
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
     def step() -> None:
         params = draw_augmentation(config.train.augment, batch, generator=generator)
         moved_image, moved_label = warp_volumes(image, label, params)
-        loss = loss_function(model(moved_image), moved_label)
+        with autocast:
+            loss = loss_function(model(moved_image), moved_label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -192,7 +196,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
     elif preset.startswith("iunet"):
         model, step, res = _patch_step(preset, device, batch, generator)
     else:
-        model, step, res = _unet_step(preset, device, batch, generator)
+        model, step, res = _unet_step(preset, device, batch, generator, precision)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -218,7 +222,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
     return {
         "preset": preset, "device": device, "res": res, "batch": batch,
         "points": points if preset.startswith("nudf") else None,
-        "precision": precision if preset.startswith("nudf") else "32",
+        "precision": precision if preset.startswith(("nudf", "unet")) else "32",
         "channels_last": bool(channels_last and preset.startswith("nudf")),
         "parameters": count_parameters(model), "threads": torch.get_num_threads(),
         "step_s_median": statistics.median(times), "step_s_all": times,
@@ -238,7 +242,7 @@ def main() -> None:
     parser.add_argument("--memory-limit-gb", type=float, default=20.0,
                         help="address-space limit of each CPU worker; a step needing more is reported as out of memory")
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16-mixed"],
-                        help="NUDF: one row per precision (bf16-mixed: autocast of forward and loss)")
+                        help="NUDF and U-Net: one row per precision (bf16-mixed: autocast of forward and loss)")
     parser.add_argument("--contiguous", action="store_true",
                         help="NUDF: also a row per precision with the encoder in contiguous memory format")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -266,6 +270,7 @@ def main() -> None:
     layouts = ["contiguous", "channels_last"] if args.contiguous else ["channels_last"]
     jobs = [(preset, device, precision, layout) for preset in args.presets for device in devices
             for precision, layout in ([(p, l) for p in args.precision for l in layouts] if preset.startswith("nudf")
+                                      else [(p, "contiguous") for p in args.precision] if preset.startswith("unet")
                                       else [("32", "contiguous")])]
     for preset, device, precision, layout in jobs:
         command = [sys.executable, __file__, "--worker", preset, device, precision, layout,

@@ -214,3 +214,39 @@ def test_predict_set_changes_the_mesher_and_prediction_json_records_it(tmp_path,
     written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert written["meshing"]["method"] == "poisson" and written["point_cloud"]["n_dense"] == 20000
     assert config.meshing.method == "udf-mc"  # the run's own config is untouched
+
+
+def test_predict_keep_going_predicts_the_rest_and_names_the_failed_image(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from helpers import AFFINE_CASES, ImageLevelSetModel, blurred_sphere_hu, fake_runs
+    from implicitseg.cli import app
+    from implicitseg.errors import InputError
+    from implicitseg.geometry.frames import index_to_world
+    from implicitseg.io.configs import save_config
+    from implicitseg.methods.nudf import preset_config
+
+    affine = AFFINE_CASES["oblique"]
+    center = index_to_world(np.array([[30.0, 25.0, 15.0]]), affine)[0]
+    images = tmp_path / "images"
+    for case in ("case_1", "case_2"):
+        write_image(images / f"{case}.nii.gz", Volume(blurred_sphere_hu(affine, (60, 50, 30), center, 10.0), affine))
+    damaged = images / "case_1.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    config = preset_config("nudf-demo")
+    config.roi.size_mm, config.roi.res = 40.0, 48
+    save_config(tmp_path / "run" / "config.yaml", config)
+    fake_runs(monkeypatch, ("nudf", ImageLevelSetModel(), config))
+    predict = ["predict", str(tmp_path / "run"), str(images), "--roi-center", ",".join(map(str, center))]
+
+    stopped = CliRunner().invoke(app, [*predict, "--out", str(tmp_path / "stop")])
+    assert isinstance(stopped.exception, InputError) and "case_1.nii.gz" in str(stopped.exception)
+    assert not (tmp_path / "stop" / "case_2").exists()
+
+    result = CliRunner().invoke(app, [*predict, "--out", str(tmp_path / "out"), "--keep-going"])
+    assert isinstance(result.exception, InputError), result.output
+    assert str(result.exception).startswith("1 of 2 images could not be predicted: ")
+    assert "case_1.nii.gz" in str(result.exception) and "case_1: failed: " in result.output
+    assert (tmp_path / "out" / "case_2" / "mesh.vtk").is_file() and not (tmp_path / "out" / "case_1").exists()
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())["failures"]
+    assert [failure["case"] for failure in failures] == ["case_1"] and "truncated" in failures[0]["error"]

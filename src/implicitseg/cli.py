@@ -199,6 +199,7 @@ def predict(
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
     mesher: Annotated[Optional[Mesher], typer.Option(help="nudf: udf-mc = the surface straight from the field's narrow band (default); poisson = the paper's dense point cloud + screened Poisson.")] = None,
     band_mm: Annotated[Optional[float], typer.Option(help="nudf, udf-mc: the narrow band's finest cell, mm (default 1.0; the vertices lie between corners, finer than this).")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="An image that cannot be predicted (damaged, ROI outside it, no surface found) is listed in OUT/failures.json and the others go on; exit code 2 at the end if any failed.")] = False,
     set_values: SetOption = None,
     config_file: ConfigOption = None,
 ) -> None:
@@ -213,15 +214,24 @@ def predict(
                                    spacing=spacing, plane=plane, frames=frame, fit_weights=fit_weights,
                                    initial=initial, mesh_format=mesh_format.value, mesh_space=mesh_space.value,
                                    checkpoint=checkpoint, device=device,
-                                   mesher=None if mesher is None else mesher.value, band_mm=band_mm)
+                                   mesher=None if mesher is None else mesher.value, band_mm=band_mm,
+                                   keep_going=keep_going)
     _echo_predictions(results)
 
 
 def _echo_predictions(results: list[dict]) -> None:
+    """One line per image; then, if any image failed (``--keep-going``), an :class:`InputError` naming them."""
+    failed = [result for result in results if "error" in result]
     for result in results:
+        if "error" in result:
+            typer.echo(f"{result['case']}: failed: {result['error']}")
+            continue
         written = result.get("labelmap") if result.get("mesh") is None else result["mesh"]
         typer.echo(f"{result['case']}: {written} ({result['timings']['total_s']:.1f} s)"
                    + (f"; {result['warning']}" if result.get("warning") else ""))
+    if failed:
+        raise InputError(f"{len(failed)} of {len(results)} images could not be predicted: "
+                         + "; ".join(f"{result['image']}: {result['error']}" for result in failed))
 
 
 @app.command()
@@ -235,6 +245,7 @@ def refine(
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint: best or last.")] = "best",
     device: Annotated[str, typer.Option(help="Torch device: auto, cpu, cuda, cuda:1...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the point draws and fresh codes.")] = 0,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="An image that cannot be refined (damaged, no initial segmentation for it) is listed in OUT/failures.json and the others go on; exit code 2 at the end if any failed.")] = False,
     set_values: SetOption = None,
     config_file: ConfigOption = None,
 ) -> None:
@@ -246,7 +257,7 @@ def refine(
     _echo_predictions(pipeline.run_predict(run, inputs, out, settings=_settings(config_file, set_values),
                                            initial=initial, mesh_format=mesh_format.value,
                                            mesh_space=mesh_space.value, checkpoint=checkpoint, device=device,
-                                           seed=seed))
+                                           seed=seed, keep_going=keep_going))
 
 
 @app.command()

@@ -87,6 +87,27 @@ def test_every_ground_truth_case_is_a_row_and_a_missing_one_scores_as_a_failure(
     assert again["metrics"]["completion_at_2mm"]["ci95"] == completion["ci95"]  # seeded
 
 
+
+def test_a_case_predict_keep_going_could_not_predict_is_a_failed_row_even_over_an_earlier_mesh(
+        pred_dir, gt_dataset, tmp_path):
+    write_mesh(pred_dir / "case_c" / "mesh.vtk", square(-5.0))  # left by an earlier run: would score perfectly
+    (pred_dir / "failures.json").write_text(json.dumps({"failures": [
+        {"case": "case_c", "image": "imagesTs/case_c.nii.gz", "error": "the model found no surface"}]}))
+    summary = evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES)
+    assert summary["statuses"] == {"case_c": "failed"} and summary["n_failed"] == 1
+    assert summary["notes"]["case_c"] == "not predicted: the model found no surface"
+    assert summary["metrics"]["completion_at_2mm"]["n"] == 3 and summary["metrics"]["chamfer_symmetric_mm"]["n"] == 2
+
+    only_failures = tmp_path / "only_failures"
+    only_failures.mkdir()
+    (only_failures / "failures.json").write_text((pred_dir / "failures.json").read_text())
+    summary = evaluate_folders(only_failures, gt_dataset, tmp_path / "metrics_none", n_samples=N_SAMPLES)
+    assert (summary["n_cases"], summary["n_failed"], summary["n_missing"]) == (3, 1, 2)
+    (tmp_path / "empty").mkdir()  # neither meshes nor failures: a wrong folder
+    with pytest.raises(InputError, match="no predicted meshes"):
+        evaluate_folders(tmp_path / "empty", gt_dataset, tmp_path / "m", n_samples=N_SAMPLES)
+
+
 def test_strict_makes_a_missing_case_an_error_after_writing_the_files(pred_dir, gt_dataset, tmp_path):
     with pytest.raises(InputError, match=r"1 of 3 ground-truth case\(s\) missing or failed \(case_c\).*--strict"):
         evaluate_folders(pred_dir, gt_dataset, tmp_path / "metrics", n_samples=N_SAMPLES, strict=True)

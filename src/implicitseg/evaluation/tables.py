@@ -34,7 +34,7 @@ from implicitseg.evaluation.stats import CONFIDENCE, N_BOOTSTRAP, describe
 from implicitseg.evaluation.surface import compute_surface_metrics, missing_surface_metrics
 from implicitseg.evaluation.volume import NSD_TOLERANCE_MM, compute_volume_metrics
 from implicitseg.io.atomic import read_json_object, write_json, write_text
-from implicitseg.io.dataset import case_id
+from implicitseg.io.dataset import PREDICTION_FAILURES, case_id, read_prediction_failures
 from implicitseg.io.images import IMAGE_SUFFIXES, Volume, read_labelmap
 from implicitseg.io.meshes import MESH_SUFFIXES, SPACES, Mesh, read_mesh
 from implicitseg.meshing.isosurface import labelmap_to_mesh
@@ -50,8 +50,8 @@ SPLITS = ("test", "training")
 
 STATUSES = ("ok", "empty", "missing", "failed")
 """Row statuses: ``ok`` scored; ``empty`` the prediction holds nothing (no voxel of a scored label, or a mesh with
-no faces or no area); ``missing`` no prediction for the case; ``failed`` the prediction could not be read (the
-summary's ``notes`` say why). All but ``ok`` are scored as failures."""
+no faces or no area); ``missing`` no prediction for the case; ``failed`` the prediction could not be read, or
+``predict --keep-going`` could not make it (``PRED/failures.json``; the summary's ``notes`` say why). All but ``ok`` are scored as failures."""
 
 PREDICTED_LABELMAP = "labelmap.nii.gz"
 
@@ -79,7 +79,7 @@ def find_predicted_meshes(pred_dir: str | os.PathLike) -> dict[str, Path]:
             if (folder / f"mesh{suffix}").is_file():
                 found[folder.name] = folder / f"mesh{suffix}"
                 break
-    if not found:
+    if not found and not (pred_dir / PREDICTION_FAILURES).is_file():
         raise InputError(f"{pred_dir}: no predicted meshes (expected <case>/mesh.{{vtk,ply,stl,obj}})")
     return found
 
@@ -91,7 +91,7 @@ def find_predicted_labelmaps(pred_dir: str | os.PathLike) -> dict[str, Path]:
         raise InputError(f"{pred_dir}: prediction folder not found")
     predicted = {folder.name: folder / PREDICTED_LABELMAP for folder in sorted(pred_dir.iterdir())
                  if (folder / PREDICTED_LABELMAP).is_file()}
-    if not predicted:
+    if not predicted and not (pred_dir / PREDICTION_FAILURES).is_file():
         raise InputError(f"{pred_dir}: no predicted labelmaps (expected <case>/{PREDICTED_LABELMAP}; surface "
                          f"methods are scored with --kind surface)")
     return predicted
@@ -333,6 +333,8 @@ def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str
         labels = _plain_folder_labels(truth)
     rows: list[dict] = []
     notes: dict[str, str] = {}
+    not_predicted = read_prediction_failures(pred_dir)  # the last predict run's: a mesh left by an earlier one is stale
+    predicted = {case: path for case, path in predicted.items() if case not in not_predicted}
     for identifier in sorted(truth):
         pred_path = predicted.get(identifier)
         note = None
@@ -349,6 +351,8 @@ def score_cases(pred_dir: str | os.PathLike, gt: str | os.PathLike, *, kind: str
                 metrics = (compute_surface_metrics(mesh, gt_mesh, n_samples=n_samples, completion_mm=completion_mm,
                                                    seed=seed)
                            if mesh is not None else missing_surface_metrics(completion_mm))
+        if status == "missing" and identifier in not_predicted:
+            status, note = "failed", f"not predicted: {not_predicted[identifier]}"
         if note:
             notes[identifier] = note
         rows.append({"case": identifier, "status": status, **metrics})

@@ -12,6 +12,22 @@ from implicitseg.io.images import IMAGE_SUFFIXES
 from implicitseg.io.meshes import MESH_SUFFIXES, SPACES
 
 
+PREDICTION_FAILURES = "failures.json"
+"""``PRED/failures.json``: the images ``predict --keep-going`` could not predict, ``{"failures": [{"case",
+"image", "error"}, ...]}``; evaluation scores each as a ``failed`` row."""
+
+
+def read_prediction_failures(pred_dir: str | os.PathLike) -> dict[str, str]:
+    """Case id → why ``predict --keep-going`` could not predict it (``PRED/failures.json``; empty if none)."""
+    path = Path(pred_dir) / PREDICTION_FAILURES
+    if not path.is_file():
+        return {}
+    try:
+        return {str(entry["case"]): str(entry["error"]) for entry in read_json_object(path)["failures"]}
+    except (KeyError, TypeError) as error:
+        raise InputError(f"{path}: not a list of {{case, image, error}} entries") from error
+
+
 def case_id(path: str | os.PathLike) -> str:
     """Case id = file name without its (possibly double) extension; a DICOM folder's name."""
     name = Path(path).name

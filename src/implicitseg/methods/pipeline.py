@@ -162,7 +162,8 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[
                 spacing: str | None = None, plane: str | None = None, frames: list[int] | None = None,
                 fit_weights: bool = False, initial: Path | None = None, mesh_format: str = "vtk",
                 mesh_space: str = "LPS", checkpoint: str = "best", device: str = "auto", seed: int = 0,
-                mesher: str | None = None, band_mm: float | None = None, show_progress: bool = True) -> list[dict]:
+                mesher: str | None = None, band_mm: float | None = None, keep_going: bool = False,
+                show_progress: bool = True) -> list[dict]:
     """Predict each input image with the run's model (:class:`~implicitseg.methods.predict.Predictor`, the Python
     API's code path) and write OUT/<case>/ (:meth:`~implicitseg.methods.predict.Predictor.write`) and
     OUT/config.yaml (the run's config with the settings applied).
@@ -179,8 +180,11 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[
     take ``mesher`` (``meshing.method``: ``udf-mc``, the surface from the field's narrow band; ``poisson``, the
     paper's dense cloud + screened Poisson) and ``band_mm`` (``meshing.band.cell_mm``, the band's finest cell, mm).
     Every output is in the image's physical space; prediction.json records timings, counts and the settings.
+    An image that cannot be predicted (:class:`InputError`: a damaged file, a ROI outside it, no surface found)
+    stops the run, or with ``keep_going`` becomes a result ``{"case", "image", "error"}`` (and an entry of
+    OUT/failures.json, which evaluation scores as a failed row) while the other images go on; the caller reports it (the CLI exits 2 after the rest).
     """
-    from implicitseg.io.dataset import list_images
+    from implicitseg.io.dataset import PREDICTION_FAILURES, case_id, list_images
     from implicitseg.methods.predict import ROI_SOURCES_HINT, Predictor, check_options
 
     if band_mm is not None and not band_mm > 0:
@@ -199,13 +203,22 @@ def run_predict(run: Path, inputs: list[Path], out: Path, *, settings: Sequence[
     out.mkdir(parents=True, exist_ok=True)
     save_config(out / "config.yaml", predictor.config)
 
-    results = []
+    (out / PREDICTION_FAILURES).unlink(missing_ok=True)  # an earlier run's failures are not this run's
+    results, failures = [], []
     progress, advance = _progress_bar("predict", len(images))
     with progress if show_progress else contextlib.nullcontext():
         for done, image_path in enumerate(images):
-            prediction = predictor.predict(image_path)
-            results.append(predictor.write(prediction, out / prediction.case, mesh_format=mesh_format,
-                                           mesh_space=mesh_space))
+            try:
+                prediction = predictor.predict(image_path)
+            except InputError as error:
+                if not keep_going:
+                    raise
+                failures.append({"case": case_id(image_path), "image": str(image_path), "error": str(error)})
+                results.append(failures[-1])
+                write_json(out / PREDICTION_FAILURES, {"failures": failures})
+            else:
+                results.append(predictor.write(prediction, out / prediction.case, mesh_format=mesh_format,
+                                               mesh_space=mesh_space))
             if show_progress:
                 advance(done + 1)
     return results
