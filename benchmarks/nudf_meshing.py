@@ -8,10 +8,12 @@ held-out image (ROI at its label's centre of mass: the NUDF part alone) with eac
 
 - ``paper``: the paper's recipe, 100k uniform seeds → 1M dense points by gradient projection → screened Poisson;
 - ``band-poisson``: the same point count seeded in the field's narrow band (2 projection steps) → screened Poisson;
-- ``udf-mc@C``: the surface straight from the narrow band of finest cell C mm (no Poisson).
+- ``udf-mc@C``: the surface straight from the narrow band of finest cell C mm (no Poisson); ``udf-mc@C:holes=D``
+  closes holes smaller than D mm across instead of the run's ``meshing.close_holes_mm`` (0: none).
 
 Prints per extractor the median time per stage, the decoder's point counts, the surface metrics (mean over the
-cases, every case counted) and the share of cases whose mesh has as many boundary loops as the ground truth; then
+cases, every case counted; an image an extractor finds no surface in is a failed row) and the share of cases
+whose mesh has as many boundary loops as the ground truth (each mesh's loop lengths are in the summary); then
 the paired comparison of each extractor against ``paper`` (``implicitseg compare``: B − A, 95 % bootstrap interval,
 Wilcoxon p). Writes OUT/meshing_summary.json. An extractor already measured under OUT/extract is read back, not run
 again, unless named in --redo. Run nothing else on the machine meanwhile: the times are wall times.
@@ -30,7 +32,7 @@ import numpy as np
 from implicitseg.config import NudfConfig, config_from_dict, config_to_dict
 from implicitseg.io.configs import load_yaml, save_config
 from implicitseg.io.meshes import read_mesh
-from implicitseg.meshing.components import boundary_loops
+from implicitseg.meshing.components import boundary_loop_lengths, boundary_loops
 from implicitseg.methods import pipeline
 
 EXTRACTORS = ("paper", "band-poisson", "udf-mc@0.5", "udf-mc@1.0")
@@ -40,6 +42,12 @@ def configure(config: NudfConfig, extractor: str, dense: int) -> NudfConfig:
     """``config`` set up for one extractor (a fresh copy)."""
     config = config_from_dict(NudfConfig, config_to_dict(config))
     config.point_cloud.n_dense = dense
+    extractor, *options = extractor.split(":")
+    for option in options:
+        key, _, value = option.partition("=")
+        if key != "holes":
+            raise SystemExit(f"unknown extractor option {option!r}; known: holes=MM")
+        config.meshing.close_holes_mm = float(value)
     if extractor == "paper":
         config.meshing.method, config.point_cloud.seeding = "poisson", "uniform"
     elif extractor == "band-poisson":
@@ -92,7 +100,7 @@ def main() -> None:
     gt_loops = {case: boundary_loops(read_mesh(path).faces) for case, path in gt_meshes.items()}
     rows: dict[str, dict] = {}
     for extractor in args.extractors:
-        name = extractor.replace("@", "_")
+        name = extractor.replace("@", "_").replace(":", "_").replace("=", "")
         predictions, metrics = args.out / "extract" / name, args.out / "extract" / f"{name}_metrics"
         if Path(f"{metrics}.summary.json").is_file() and extractor not in args.redo:  # measured before: reuse
             results = [json.loads(path.read_text()) for path in sorted(predictions.glob("*/prediction.json"))]
@@ -102,14 +110,16 @@ def main() -> None:
             save_config(run / "config.yaml", config)
             start = time.perf_counter()
             try:
-                results = pipeline.run_predict(run, [dataset / "imagesTs"], predictions,
+                results = pipeline.run_predict(run, [dataset / "imagesTs"], predictions, keep_going=True,
                                                roi_label=dataset / "labelsTs", device=args.device, show_progress=False)
             finally:
                 save_config(run / "config.yaml", trained)
             wall_s = time.perf_counter() - start
             pipeline.run_evaluate(predictions, dataset, metrics)
         summary = json.loads(Path(f"{metrics}.summary.json").read_text())
-        loops = {r["case"]: boundary_loops(read_mesh(r["mesh"]).faces) for r in results}
+        results = [r for r in results if "error" not in r]  # failed images: rows of the evaluation, no mesh
+        meshes = {r["case"]: read_mesh(r["mesh"]) for r in results}
+        loops = {case: boundary_loops(mesh.faces) for case, mesh in meshes.items()}
         stages = sorted({key for r in results for key in r["timings"]})
         counts = ("n_forward_points", "n_gradient_points", "n_faces")
         rows[extractor] = {
@@ -120,6 +130,8 @@ def main() -> None:
             "n_cases": summary.get("n_cases"), "n_scored": summary.get("n_scored"),
             "loops_match": float(np.mean([loops.get(case, -1) == gt_loops[case] for case in gt_loops])),
             "loops": loops, "gt_loops": gt_loops, "metrics_path": str(metrics),
+            "loop_lengths_mm": {case: np.round(boundary_loop_lengths(mesh.vertices_world_mm, mesh.faces), 1).tolist()
+                                for case, mesh in meshes.items()},
             "components_dropped": [r.get("meshing", {}).get("components", {}).get("n_dropped") for r in results],
         }
 

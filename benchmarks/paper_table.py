@@ -10,7 +10,8 @@ chamfer_symmetric_mm, accuracy_90_mm, completion_at_2mm, hd95_mm (mean over the 
 scored), training time and epochs, training peak memory, prediction time per image; the ROI detector's centre
 error (mm) against each test label's centre of mass; the NUDF / U-Net ratios next to the paper's; and the paired
 comparison NUDF − U-Net over the same test cases (``implicitseg compare``: mean difference, 95 % bootstrap
-interval, Wilcoxon p), on which a claim of "lower" rests. Writes ``OUT/paper_table.json``.
+interval, Wilcoxon p), on which a claim of "lower" rests. Writes ``OUT/paper_table.json``. A method trained before
+(``OUT/training_<method>.json``) is not trained again: a re-run predicts and scores with the code of the day.
 
 The U-Net's surface is the isosurface of a CLOSED labelmap (the appendage lumen closed at the ostium), while
 the ground truth is the OPEN appendage wall: the cap over the ostium counts as error in its predicted→GT
@@ -109,6 +110,7 @@ def main() -> None:
 
     from implicitseg.evaluation.compare import compare_evaluations, format_comparison
     from implicitseg.inference.roi import label_center_world_mm, label_for_image
+    from implicitseg.io.atomic import write_json
     from implicitseg.methods import pipeline
 
     out = args.out
@@ -124,10 +126,14 @@ def main() -> None:
                                  show_progress=False)
         prepare_s[method] = time.perf_counter() - start
 
-    training = {"roi": train_in_subprocess(out / "prep_roi", out / "run_roi", args.roi_minutes)}
-    for method in ("nudf", "unet"):
-        training[method] = train_in_subprocess(out / f"prep_{method}", out / f"run_{method}", args.minutes,
-                                               precision=args.precision)
+    training = {}
+    for method, minutes, precision in (("roi", args.roi_minutes, None), ("nudf", args.minutes, args.precision),
+                                       ("unet", args.minutes, args.precision)):
+        record = out / f"training_{method}.json"  # a finished training is not run again (delete it to retrain)
+        if not record.is_file():
+            write_json(record, train_in_subprocess(out / f"prep_{method}", out / f"run_{method}", minutes,
+                                                   precision=precision))
+        training[method] = json.loads(record.read_text())
 
     rows = {}
     for method in ("nudf", "unet"):

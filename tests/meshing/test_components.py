@@ -7,7 +7,8 @@ import pytest
 
 from implicitseg.config import ComponentConfig
 from implicitseg.errors import InputError
-from implicitseg.meshing.components import boundary_loops, largest_component, select_components, supported_component
+from implicitseg.meshing.components import (boundary_loop_lengths, boundary_loops, largest_component, select_components,
+                                             supported_component)
 
 
 def grid_sheet(n: int, offset: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +59,9 @@ def test_boundary_loops_count_each_hole():
     assert boundary_loops(faces) == 1
     centre = [i for i, f in enumerate(faces) if np.all(np.abs(vertices[f, :2].mean(axis=0) - 3.0) < 1.0)]
     assert boundary_loops(np.delete(faces, centre, axis=0)) == 2
+    # the 6 × 6 mm sheet's rim and the 2 × 2 mm hole the four middle squares leave
+    assert boundary_loop_lengths(vertices, np.delete(faces, centre, axis=0)) == pytest.approx([24.0, 8.0])
+    assert len(boundary_loop_lengths(*grid_sheet(2, (0.0, 0.0, 0.0)))) == 1
 
 
 def test_largest_component_keeps_the_one_with_most_faces():

@@ -9,6 +9,7 @@ import dataclasses
 import json
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -102,3 +103,46 @@ def test_meshing_options_reach_the_config_and_bad_ones_are_refused(tmp_path, mon
             run_predict(tmp_path / "run", [tmp_path / "case_2.nii.gz"], tmp_path / "bad", roi_center=roi_center,
                         show_progress=False, **options)
         assert not (tmp_path / "bad" / "case_2").exists()
+
+
+class HoledSphereModel(ImageLevelSetModel):
+    """The image's level set, lifted off zero (by 1 unit) within ``radius_unit`` of each of ``holes_unit`` (H, 3):
+    the field of an open sphere whose surface stops there, in the ROI's unit frame."""
+
+    def __init__(self, holes_unit: np.ndarray, radii_unit: np.ndarray):
+        super().__init__()
+        self.holes_unit, self.radii_unit = torch.as_tensor(holes_unit).float(), torch.as_tensor(radii_unit).float()
+
+    def decode(self, features, points_unit):
+        inside = (torch.cdist(points_unit, self.holes_unit[None]) < self.radii_unit).any(dim=-1)
+        return super().decode(features, points_unit) + inside.float()
+
+
+@pytest.mark.parametrize("close_holes_mm, loops", [(3.5, 1), (0.0, 2)])
+def test_udf_mc_closes_holes_smaller_than_close_holes_mm_and_keeps_the_opening(tmp_path, monkeypatch, close_holes_mm,
+                                                                               loops):
+    affine = AFFINE_CASES["flipped_oblique"]
+    center_world = index_to_world(np.array([[35.0, 32.0, 24.0]]), affine)[0]
+    radius_mm = 12.0
+    write_image(tmp_path / "case_3.nii.gz", Volume(blurred_sphere_hu(affine, (70, 64, 48), center_world, radius_mm),
+                                                   affine))
+    config = preset_config("nudf-demo")
+    config.roi.size_mm, config.roi.res = 40.0, 48
+    config.meshing.close_holes_mm = close_holes_mm
+    save_config(tmp_path / "run" / "config.yaml", config)
+    mm_per_unit = config.roi.size_mm / 2
+    # on the sphere (radius 12 mm = 0.6 unit about the ROI centre): an opening 16 mm across, a hole 1 mm across
+    directions = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    model = HoledSphereModel(directions * radius_mm / mm_per_unit, np.array([8.0, 0.5]) / mm_per_unit)
+    fake_nudf = dataclasses.replace(methods.get_method("nudf"), load=lambda run, which, device: (model, config))
+    monkeypatch.setattr(methods, "_table", lambda: {"nudf": fake_nudf})
+
+    run_predict(tmp_path / "run", [tmp_path / "case_3.nii.gz"], tmp_path / "out", show_progress=False,
+                roi_center=",".join(str(c) for c in center_world))
+    record = json.loads((tmp_path / "out" / "case_3" / "prediction.json").read_text())
+    lengths_mm = record["meshing"]["boundary_loops_mm"]
+    assert len(lengths_mm) == loops and record["meshing"]["n_holes_closed"] == 2 - loops
+    assert 40.0 < lengths_mm[0] < 60.0  # the opening's rim: 2π · 8 mm ≈ 50 mm, kept open
+    mesh = read_mesh(tmp_path / "out" / "case_3" / "mesh.vtk")
+    radial_error_mm = np.abs(np.linalg.norm(mesh.vertices_world_mm - center_world, axis=1) - radius_mm)
+    assert np.median(radial_error_mm) < 0.1 and radial_error_mm.max() < 0.5  # the patch lies on the sphere too

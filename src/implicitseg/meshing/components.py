@@ -125,12 +125,25 @@ def boundary_edges(faces: np.ndarray) -> np.ndarray:
     return unique[counts == 1]
 
 
-def boundary_loops(faces: np.ndarray) -> int:
-    """Number of boundary loops: connected parts of the graph of boundary edges (0 for a closed surface)."""
+def _boundary_loop_labels(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Boundary edges (B, 2), the loop of each (B,), and the number of loops (connected parts of their graph)."""
     edges = boundary_edges(faces)
     if len(edges) == 0:
-        return 0
+        return edges, np.zeros(0, dtype=np.int64), 0
     vertices, inverse = np.unique(edges.reshape(-1), return_inverse=True)
     pairs = inverse.reshape(-1, 2)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(vertices), len(vertices)))
-    return int(connected_components(graph, directed=False)[0])
+    n_loops, vertex_loop = connected_components(graph, directed=False)
+    return edges, vertex_loop[pairs[:, 0]], int(n_loops)
+
+
+def boundary_loops(faces: np.ndarray) -> int:
+    """Number of boundary loops: connected parts of the graph of boundary edges (0 for a closed surface)."""
+    return _boundary_loop_labels(faces)[2]
+
+
+def boundary_loop_lengths(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(L,) length of each boundary loop (in the vertices' unit, e.g. mm), longest first; empty if closed."""
+    edges, edge_loop, n_loops = _boundary_loop_labels(faces)
+    lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
+    return np.sort(np.bincount(edge_loop, weights=lengths, minlength=n_loops))[::-1]

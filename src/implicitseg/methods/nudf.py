@@ -27,8 +27,8 @@ from implicitseg.geometry.frames import Roi
 from implicitseg.inference.narrow_band import FieldQuery, narrow_band
 from implicitseg.inference.pointcloud import dense_point_cloud
 from implicitseg.io.meshes import Mesh
-from implicitseg.meshing.components import select_components
-from implicitseg.meshing.poisson import mesh_from_point_cloud
+from implicitseg.meshing.components import boundary_loop_lengths, select_components
+from implicitseg.meshing.poisson import close_small_holes, max_hole_edges, mesh_from_point_cloud
 from implicitseg.meshing.udf_mc import extract_open_surface
 from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import NudfLightningModule
@@ -124,24 +124,32 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     tic = time.perf_counter()
     vertices_world_mm, faces, selection = select_components(
         roi.unit_to_world(vertices_unit), faces, config.meshing.components, vertex_distance_unit * mm_per_unit)
-    components_s = time.perf_counter() - tic
     if len(faces) == 0:
         raise InputError(f"the model found no surface in the ROI centred at {centre} mm (its distance field comes "
                          f"no closer than {config.meshing.band.max_face_distance_mm} mm to zero on a connected "
                          f"surface): check the ROI centre and the image")
+    # holes where the field stays above the face distance for a few cells are not open boundaries: close those
+    # smaller than close_holes_mm across, as the paper's recipe does after trimming
+    loops_before = len(boundary_loop_lengths(vertices_world_mm, faces))
+    vertices_world_mm, faces = close_small_holes(
+        vertices_world_mm, faces, max_hole_edges(vertices_world_mm, faces, config.meshing.close_holes_mm))
+    loop_lengths_mm = boundary_loop_lengths(vertices_world_mm, faces)
+    surface_s = time.perf_counter() - tic
     near = band.distances <= band.cell_size / 2
     slope = np.maximum(np.linalg.norm(band.gradients[near], axis=1, keepdims=True), 1e-12)
     step = np.minimum(band.distances[near, None] / slope, band.cell_size)  # Newton's step, at most a cell
     points_unit = band.corner_points()[near] - step * band.gradients[near] / slope
     timings = {"encoder_s": encoder_s, "band_s": band_stats["band_s"],
-               "surface_s": sum(v for k, v in surface_stats.items() if k.endswith("_s")) + components_s}
+               "surface_s": sum(v for k, v in surface_stats.items() if k.endswith("_s")) + surface_s}
     timings["meshing_s"] = timings["band_s"] + timings["surface_s"]
     counts = {"n_forward_points": query.n_forward, "n_gradient_points": query.n_gradient,
               "n_band_cells": band_stats["n_band_cells"], "n_band_corners": band_stats["n_band_corners"],
               "n_points": int(near.sum()),
               **{key: int(value) for key, value in surface_stats.items() if key.startswith("n_")}}
     meshing = {"method": "udf-mc", "cell_mm": band_stats["cell_mm"], "finest_cells": band_stats["finest_cells"],
-               "max_face_distance_mm": config.meshing.band.max_face_distance_mm, "components": selection.to_json()}
+               "max_face_distance_mm": config.meshing.band.max_face_distance_mm, "components": selection.to_json(),
+               "close_holes_mm": config.meshing.close_holes_mm, "n_holes_closed": loops_before - len(loop_lengths_mm),
+               "boundary_loops_mm": np.round(loop_lengths_mm, 1).tolist()}
     return RoiPrediction(timings, counts, mesh=Mesh(vertices_world_mm, faces),
                          points_world_mm=roi.unit_to_world(points_unit), meshing=meshing)
 
