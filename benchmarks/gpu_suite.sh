@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of the training issue in one run (about 5 minutes on one GPU when it is lent): step time and peak
-# memory (torch.cuda.max_memory_allocated) of nudf64, nudf128, nudf256 in float32 and bf16-mixed, and of unet64 and
-# unet128, batch 4 (NUDF: × 15,000 points), median of 5 steps after 2 warm-up ones, each in its own process.
+# memory (torch.cuda.max_memory_allocated) of nudf64, nudf128, nudf256, unet64 and unet128 in float32 and
+# bf16-mixed, batch 4 (NUDF: × 15,000 points), median of 5 steps after 2 warm-up ones, each in its own process.
 #
 #   bash benchmarks/gpu_suite.sh OUT            # on the GPU machine
 #   bash benchmarks/gpu_suite.sh OUT --smoke    # the same commands on CPU with the demo presets and tiny sizes
@@ -25,5 +25,5 @@ else
 fi
 "$python" "$here/train_step.py" --presets "${nudf[@]}" --devices "$device" "${size[@]}" --precision 32 bf16-mixed \
     --json "$out/nudf_steps.json" | tee "$out/nudf_steps.txt"
-"$python" "$here/train_step.py" --presets "${unet[@]}" --devices "$device" "${size[@]}" \
+"$python" "$here/train_step.py" --presets "${unet[@]}" --devices "$device" "${size[@]}" --precision 32 bf16-mixed \
     --json "$out/unet_steps.json" | tee "$out/unet_steps.txt"

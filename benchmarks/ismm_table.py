@@ -176,6 +176,9 @@ def main() -> None:
                      **repairs(initial, refined, truth_of[case])}
             source_rows.append({"initial": name, "case": case, "before": before, "after": after,
                                 "safeguard": record["counts"].get("safeguard", {}).get("decision", "none"),
+                                # the scores a safeguard rule can use (no ground truth), kept per case to choose one
+                                "consistency": {key: record["counts"].get("safeguard", {}).get(key) for key in
+                                                ("fit_residual_mm", "overruled_fraction")},
                                 "refine_s": record["timings"]["total_s"]})
         timings[f"refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
         write_json(rows_file, source_rows)

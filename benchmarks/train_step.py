@@ -13,13 +13,14 @@ device) runs in a fresh subprocess so peak-memory figures do not mix, under an a
 - CUDA: ``torch.cuda.max_memory_allocated()`` (tensors only; the caching allocator reserves somewhat more).
 
 NUDF and U-Net presets take ``--precision 32 bf16-mixed`` (one row each: the forward pass and loss under bfloat16
-autocast); NUDF presets also ``--contiguous`` (one more row each with the encoder in contiguous memory format instead of the model's
-``channels_last_3d``) and ``--profile STEPS``
+autocast); NUDF presets also ``--contiguous`` (one more row each with the encoder in contiguous memory format
+instead of the model's ``channels_last_3d``), ``--compile`` (one more row each with the encoder and the decoder
+under ``torch.compile``; the warm-up steps, compilation included, are reported apart) and ``--profile STEPS``
 (that many more steps under ``torch.profiler``: ms per step of augmentation, encoder, feature gathering, decoder,
 loss, backward pass (split by operator into encoder, gathering and decoder) and optimiser).
 
 Usage: ``python benchmarks/train_step.py [--presets nudf64 nudf128 unet64 ...] [--batch 4] [--points 15000]
-[--steps 3] [--memory-limit-gb 20] [--precision 32 bf16-mixed] [--contiguous] [--profile 2]``
+[--steps 3] [--memory-limit-gb 20] [--precision 32 bf16-mixed] [--contiguous] [--compile] [--profile 2]``
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from pathlib import Path
 
 
 def _nudf_step(preset: str, device: str, batch: int, points: int, generator, precision: str = "32",
-               channels_last: bool = True):
+               channels_last: bool = True, compiled: bool = False):
     """(model, step function, res) for a NUDF preset. ``precision`` ``bf16-mixed``: the forward pass and the loss
     under ``torch.autocast`` in bfloat16 (weights and optimiser in float32, as Lightning's ``bf16-mixed``);
     ``channels_last``: the encoder in ``torch.channels_last_3d`` memory format, as the model builds it (False: in
-    contiguous format, the layout before the model chose channels-last). Each part of the step runs
+    contiguous format, the layout before the model chose channels-last); ``compiled``: the encoder and the
+    decoder's per-grid forward under ``torch.compile`` (the gathering, a custom autograd function, stays eager).
+    Each part of the step runs
     under a ``torch.profiler.record_function`` label (augment, encoder, gather, decoder, loss, backward,
     optimizer) for ``--profile``."""
     import contextlib
@@ -64,6 +67,10 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator, pre
     distances_unit = (torch.rand(batch, points, generator=generator) * 0.2).to(device)
     autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if precision == "bf16-mixed" \
         else contextlib.nullcontext
+    encode = model.encode if channels_last else model.encoder
+    decode_levels = model.decoder.forward_levels
+    if compiled:
+        encode, decode_levels = torch.compile(encode), torch.compile(decode_levels)
 
     def step() -> None:
         with record_function("augment"):
@@ -71,11 +78,11 @@ def _nudf_step(preset: str, device: str, batch: int, points: int, generator, pre
             moved_image, moved_points = apply_augmentation(image, points_unit, params)
         with autocast():
             with record_function("encoder"):
-                features = model.encode(moved_image) if channels_last else model.encoder(moved_image)
+                features = encode(moved_image)
             with record_function("gather"):
                 gathered = gather_feature_levels(features, moved_points, model.displacement_unit)
             with record_function("decoder"):
-                predicted = model.decoder.forward_levels(gathered)
+                predicted = decode_levels(gathered)
             with record_function("loss"):
                 loss = clamped_l1_loss(predicted.float(), distances_unit, config.train.clamp_unit)
         with record_function("backward"):
@@ -182,7 +189,7 @@ def _profile(step, steps: int) -> dict:
 
 
 def measure(preset: str, device: str, batch: int, points: int, steps: int, warmup: int, precision: str = "32",
-            channels_last: bool = True, profile_steps: int = 0) -> dict:
+            channels_last: bool = True, profile_steps: int = 0, compiled: bool = False) -> dict:
     """Median step time (s) and peak memory (MB) of ``steps`` timed training steps after ``warmup`` ones (NUDF:
     in ``precision``, ``channels_last``; with ``profile_steps``, that many more steps profiled)."""
     import torch
@@ -192,7 +199,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     generator = torch.Generator().manual_seed(0)
     if preset.startswith("nudf"):
-        model, step, res = _nudf_step(preset, device, batch, points, generator, precision, channels_last)
+        model, step, res = _nudf_step(preset, device, batch, points, generator, precision, channels_last, compiled)
     elif preset.startswith("iunet"):
         model, step, res = _patch_step(preset, device, batch, generator)
     else:
@@ -209,8 +216,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    for _ in range(warmup):
-        timed_step()
+    warmup_times = [timed_step() for _ in range(warmup)]
     times = [timed_step() for _ in range(steps)]
     if device == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -224,6 +230,7 @@ def measure(preset: str, device: str, batch: int, points: int, steps: int, warmu
         "points": points if preset.startswith("nudf") else None,
         "precision": precision if preset.startswith(("nudf", "unet")) else "32",
         "channels_last": bool(channels_last and preset.startswith("nudf")),
+        "compiled": bool(compiled and preset.startswith("nudf")), "warmup_s_all": warmup_times,
         "parameters": count_parameters(model), "threads": torch.get_num_threads(),
         "step_s_median": statistics.median(times), "step_s_all": times,
         "peak_mb": peak_mb, "memory_method": method, **({"profile": profiled} if profiled else {}),
@@ -245,6 +252,8 @@ def main() -> None:
                         help="NUDF and U-Net: one row per precision (bf16-mixed: autocast of forward and loss)")
     parser.add_argument("--contiguous", action="store_true",
                         help="NUDF: also a row per precision with the encoder in contiguous memory format")
+    parser.add_argument("--compile", action="store_true",
+                        help="NUDF: also a row per precision with the encoder and decoder under torch.compile")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="NUDF: profile this many more steps (torch.profiler): ms per step of each part")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -258,7 +267,7 @@ def main() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         preset, device, precision, layout = args.worker
         print(json.dumps(measure(preset, device, args.batch, args.points, args.steps, args.warmup, precision,
-                                 layout == "channels_last", args.profile)))
+                                 layout != "contiguous", args.profile, compiled=layout == "compiled")))
         return
 
     devices = args.devices
@@ -267,7 +276,7 @@ def main() -> None:
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    layouts = ["contiguous", "channels_last"] if args.contiguous else ["channels_last"]
+    layouts = (["contiguous"] if args.contiguous else []) + ["channels_last"] + (["compiled"] if args.compile else [])
     jobs = [(preset, device, precision, layout) for preset in args.presets for device in devices
             for precision, layout in ([(p, l) for p in args.precision for l in layouts] if preset.startswith("nudf")
                                       else [(p, "contiguous") for p in args.precision] if preset.startswith("unet")
@@ -296,13 +305,16 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        layout = "channels_last" if row.get("channels_last") or row.get("layout") == "channels_last" else "contiguous"
+        layout = ("compiled" if row.get("compiled") or row.get("layout") == "compiled" else "channels_last"
+                  if row.get("channels_last") or row.get("layout") == "channels_last" else "contiguous")
         first = f"{row['preset']:<15} {row['device']:<6} {row.get('precision', '32'):<10} {layout:<13}"
         if "failed" in row:
             print(f"{first} {'':>4} {'':>10} {'':>7} {'':>8} {'':>9}  {row['failed']}")
             continue
+        warmup = ", ".join(f"{seconds:.1f}" for seconds in row.get("warmup_s_all", []))
         print(f"{first} {row['res']:>4} {row['parameters']:>10,} {row['threads']:>7} "
-              f"{row['step_s_median']:>8.3f} {row['peak_mb']:>9.0f}  {row['memory_method']}")
+              f"{row['step_s_median']:>8.3f} {row['peak_mb']:>9.0f}  {row['memory_method']}"
+              + (f"; warm-up steps {warmup} s" if row.get("compiled") else ""))
     for row in rows:
         if "profile" in row:
             regions = row["profile"]["regions_ms"]

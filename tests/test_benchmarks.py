@@ -23,7 +23,7 @@ def test_gpu_suite_smoke_measures_every_row(tmp_path: Path) -> None:
     nudf = json.loads((tmp_path / "nudf_steps.json").read_text())
     unet = json.loads((tmp_path / "unet_steps.json").read_text())
     assert [(row["preset"], row["precision"]) for row in nudf] == [("nudf-demo", "32"), ("nudf-demo", "bf16-mixed")]
-    assert [row["preset"] for row in unet] == ["unet-demo"]
+    assert [(row["preset"], row["precision"]) for row in unet] == [("unet-demo", "32"), ("unet-demo", "bf16-mixed")]
     assert all(row["step_s_median"] > 0 and row["peak_mb"] >= 0 and "failed" not in row for row in nudf + unet)
 
 
@@ -31,3 +31,24 @@ def test_gpu_suite_refuses_an_unknown_option(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(tmp_path), "--fast"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2 and "unknown option --fast" in result.stderr
+
+
+@pytest.mark.slow
+def test_learning_curves_measure_each_segment_and_resume_where_they_stopped(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "benchmarks" / "nudf_learning.py"), "--out", str(tmp_path), "--preset",
+               "nudf-demo", "--cases", "5", "--every", "0.17"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([*command, "--minutes", "0.34"], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = json.loads((tmp_path / "learning.json").read_text())
+    points = record["curves"]["default"]
+    assert len(points) == 2 and 0 < points[0]["train_s"] < points[1]["train_s"]
+    assert 0 < points[0]["epochs"] < points[1]["epochs"]
+    assert all(point["n_cases"] == 1 and point["n_scored"] + point["n_failed"] == 1 for point in points)
+    assert (tmp_path / "learning.png").is_file() and "| default | preset | " in first.stdout
+
+    again = subprocess.run([*command, "--minutes", "0.34"], capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and json.loads((tmp_path / "learning.json").read_text()) == record  # nothing redone
+    other = subprocess.run([*command, "--minutes", "0.34", "--variant", "default=train.learning_rate=5e-4"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert other.returncode != 0 and "was measured with [], not ['train.learning_rate=5e-4']" in other.stderr

@@ -170,6 +170,7 @@ def test_the_safeguard_keeps_the_initial_boundary_and_removes_gross_errors(affin
     result = guard.labelmap.array > 0
     assert guard.decision == "guarded" and guard.n_voxels_kept > 0
     assert np.array_equal(result, _ball(shape, affine, center, 10.6))
+    assert 0.0 < guard.overruled_fraction < 0.4  # only the blob's and the hole's boundaries are far from the fit
     config.tim.keep_within_mm = 0.0
     assert np.array_equal(safeguard(refinement, Volume(initial.astype(np.uint8), affine), config).labelmap.array,
                           refinement.labelmap.array)
@@ -186,3 +187,19 @@ def test_the_safeguard_keeps_the_initial_when_the_fit_misses_the_trusted_points(
     assert np.array_equal(guard.labelmap.array > 0, initial.array > 0) and "max_fit_residual_mm" in guard.reason
     config.tim.max_fit_residual_mm = 3.0
     assert safeguard(refinement, initial, config).decision == "guarded"
+
+
+def test_the_safeguard_keeps_the_initial_when_the_fit_would_replace_most_of_it():
+    affine = AFFINE_CASES["anisotropic"]
+    center = index_to_world(np.array([[20.0, 20.0, 20.0]]), affine)[0]
+    # the fit explains its trusted points (residual 0) but sits 3 mm beside the initial: it drifted, not repaired
+    refinement = _sphere_refinement(affine, center + np.array([3.0, 0.0, 0.0]), 10.0, 0.0)
+    initial = Volume(_ball(refinement.labelmap.shape, affine, center, 10.0).astype(np.uint8), affine)
+    _, config = ellipsoid_prior()
+    guard = safeguard(refinement, initial, config)
+    assert guard.decision == "guarded" and guard.overruled_fraction > 0.6  # the default (1) never falls back
+    config.tim.max_overruled_fraction = 0.5
+    guard = safeguard(refinement, initial, config)
+    assert guard.decision == "initial" and "max_overruled_fraction" in guard.reason
+    assert np.array_equal(guard.labelmap.array > 0, initial.array > 0)
+    assert guard.to_json()["overruled_fraction"] == guard.overruled_fraction

@@ -102,7 +102,9 @@ class TimConfig:
     ``mesh_resolution``³ grid over the canonical box. The safeguard: where the fitted shape and the initial disagree
     within ``keep_within_mm`` of the fitted surface, the initial's label is kept (the prior overrules gross errors,
     not the boundary's position within its accuracy; 0: the fitted shape everywhere, the paper's), and a case whose fitted surface lies on average more than
-    ``max_fit_residual_mm`` from the trusted points keeps its initial segmentation (0: never)."""
+    ``max_fit_residual_mm`` from the trusted points keeps its initial segmentation (0: never), as does one where more
+    than ``max_overruled_fraction`` of the initial's boundary lies farther than ``keep_within_mm`` from the fitted
+    surface (1: never; the fit would replace the initial rather than repair it)."""
 
     template_points: int = 3000
     initial_points: int = 4000
@@ -115,6 +117,7 @@ class TimConfig:
     mesh_resolution: int = 256
     keep_within_mm: float = 1.0
     max_fit_residual_mm: float = 1.0
+    max_overruled_fraction: float = 1.0
     seed: int = 0
 
 

@@ -129,7 +129,8 @@ class MeshingConfig:
     """Distance field → mesh; lengths in mm. ``method``: ``udf-mc`` extracts the surface directly from the field's
     narrow band (``band``; NUDF spec, "Fast extraction"); ``poisson`` is the paper's recipe: the dense point cloud
     (``point_cloud``) → screened Poisson → trimming (NUDF spec, "Meshing"; the values below). Either keeps the
-    surfaces that ``components`` selects."""
+    surfaces that ``components`` selects, then closes holes smaller than ``close_holes_mm`` across (the paper's
+    3.5 mm; 0 keeps every hole): a hole that small is where the field missed the surface, not an open boundary."""
 
     method: str = choice("udf-mc", MESHERS)
     band: BandConfig = field(default_factory=BandConfig)
