@@ -141,7 +141,7 @@ def test_udf_mc_closes_holes_smaller_than_close_holes_mm_and_keeps_the_opening(t
                 roi_center=",".join(str(c) for c in center_world))
     record = json.loads((tmp_path / "out" / "case_3" / "prediction.json").read_text())
     lengths_mm = record["meshing"]["boundary_loops_mm"]
-    assert len(lengths_mm) == loops and record["meshing"]["n_holes_closed"] == 2 - loops
+    assert len(lengths_mm) == loops and record["meshing"]["n_loops_before_closing"] == 2
     assert 40.0 < lengths_mm[0] < 60.0  # the opening's rim: 2π · 8 mm ≈ 50 mm, kept open
     mesh = read_mesh(tmp_path / "out" / "case_3" / "mesh.vtk")
     radial_error_mm = np.abs(np.linalg.norm(mesh.vertices_world_mm - center_world, axis=1) - radius_mm)

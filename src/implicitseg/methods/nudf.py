@@ -129,7 +129,8 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
                          f"no closer than {config.meshing.band.max_face_distance_mm} mm to zero on a connected "
                          f"surface): check the ROI centre and the image")
     # holes where the field stays above the face distance for a few cells are not open boundaries: close those
-    # smaller than close_holes_mm across, as the paper's recipe does after trimming
+    # smaller than close_holes_mm across, as the paper's recipe does after trimming (MeshLab splits non-manifold
+    # vertices first, which can open a loop of its own: the record counts the loops before and after)
     loops_before = len(boundary_loop_lengths(vertices_world_mm, faces))
     vertices_world_mm, faces = close_small_holes(
         vertices_world_mm, faces, max_hole_edges(vertices_world_mm, faces, config.meshing.close_holes_mm))
@@ -148,7 +149,7 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
               **{key: int(value) for key, value in surface_stats.items() if key.startswith("n_")}}
     meshing = {"method": "udf-mc", "cell_mm": band_stats["cell_mm"], "finest_cells": band_stats["finest_cells"],
                "max_face_distance_mm": config.meshing.band.max_face_distance_mm, "components": selection.to_json(),
-               "close_holes_mm": config.meshing.close_holes_mm, "n_holes_closed": loops_before - len(loop_lengths_mm),
+               "close_holes_mm": config.meshing.close_holes_mm, "n_loops_before_closing": loops_before,
                "boundary_loops_mm": np.round(loop_lengths_mm, 1).tolist()}
     return RoiPrediction(timings, counts, mesh=Mesh(vertices_world_mm, faces),
                          points_world_mm=roi.unit_to_world(points_unit), meshing=meshing)
