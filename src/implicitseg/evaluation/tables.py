@@ -51,7 +51,8 @@ SPLITS = ("test", "training")
 STATUSES = ("ok", "empty", "missing", "failed")
 """Row statuses: ``ok`` scored; ``empty`` the prediction holds nothing (no voxel of a scored label, or a mesh with
 no faces or no area); ``missing`` no prediction for the case; ``failed`` the prediction could not be read, or
-``predict --keep-going`` could not make it (``PRED/failures.json``; the summary's ``notes`` say why). All but ``ok`` are scored as failures."""
+``predict --keep-going`` could not make it (``PRED/failures.json``; the summary's ``notes`` say why). All but ``ok``
+are scored as failures."""
 
 PREDICTED_LABELMAP = "labelmap.nii.gz"
 

@@ -27,7 +27,7 @@ from implicitseg.geometry.frames import Roi
 from implicitseg.inference.narrow_band import FieldQuery, narrow_band
 from implicitseg.inference.pointcloud import dense_point_cloud
 from implicitseg.io.meshes import Mesh
-from implicitseg.meshing.components import boundary_loop_lengths, select_components
+from implicitseg.meshing.components import boundary_loop_lengths, boundary_loops, select_components
 from implicitseg.meshing.poisson import close_small_holes, max_hole_edges, mesh_from_point_cloud
 from implicitseg.meshing.udf_mc import extract_open_surface
 from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
@@ -131,7 +131,7 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     # holes where the field stays above the face distance for a few cells are not open boundaries: close those
     # smaller than close_holes_mm across, as the paper's recipe does after trimming (MeshLab splits non-manifold
     # vertices first, which can open a loop of its own: the record counts the loops before and after)
-    loops_before = len(boundary_loop_lengths(vertices_world_mm, faces))
+    loops_before = boundary_loops(faces)
     vertices_world_mm, faces = close_small_holes(
         vertices_world_mm, faces, max_hole_edges(vertices_world_mm, faces, config.meshing.close_holes_mm))
     loop_lengths_mm = boundary_loop_lengths(vertices_world_mm, faces)
