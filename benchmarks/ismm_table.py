@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ismm_table.py --out bench_out/ismm --cases 24 --test-cases 8 --minutes 10 --unet-minutes 5
     .venv/bin/python benchmarks/ismm_table.py --kind laa --out bench_out/ismm_laa --cases 30 --test-cases 10 \
-        --epochs 400 --unet-minutes 5
+        --epochs 400 --unet-minutes 5 --tune-cases 8
 
 Runs synth (``--kind organ``: the shape is the organ with its lesion, label > 0; ``laa``: the left atrial appendage,
 thin, curved and lobed) → prepare ISMM (``--preset``) → train for
@@ -19,11 +19,17 @@ Gaussian-smoothed isosurface; and, after refinement, the share of the voxels the
 regrew (``regrown``) and of those it wrongly had that it removed (``removed``); per initial segmentation, what the
 safeguard decided (``prediction.json``'s ``safeguard``: ``guarded``, ``initial`` or ``refined``) and the worst
 per-case DSC change.
+With ``--tune-cases K``, the safeguard's ``tim.max_overruled_fraction`` is first chosen without the held-out cases:
+K cases of another seed (seen by neither the prior nor the table) get the same initial segmentations and are refined
+with that fallback off; the largest threshold under which none of their rows loses more than ``--max-dice-loss``
+DSC (:func:`choose_max_overruled`) is then the setting the held-out cases are refined with (``tuning`` in the JSON,
+every tuning row with its score and DSC change).
 Prints mean ± sample std (and median) per initial segmentation, and per metric the paired after − before difference over the
 same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
 rests; writes ``OUT/ismm_table.json``. Resumable: every finished step
-(dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/``) is kept and
-reused when the command is run again with the same ``--out``.
+(dataset, prepared shapes, trained runs, each initial segmentation's scored rows in ``OUT/rows/`` and
+``OUT/tune/rows/``, while refined with the same settings) is kept and reused when the command is run again with the
+same ``--out``.
 """
 
 from __future__ import annotations
@@ -90,11 +96,109 @@ def summarise(values: list[float]) -> str:
     return f"{statistics.mean(finite):.3f} ± {spread:.3f} (median {statistics.median(finite):.3f})"
 
 
+def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root: Path, seed: int,
+                          unet_run: Path | None) -> tuple[dict[str, Path], dict]:
+    """Write each initial segmentation of ``images`` (their ground truth in ``labels`` damaged by each corruption,
+    and the prediction of ``unet_run`` if given) under ROOT/<name>/<case>.nii.gz; returns the folders by name and the
+    binary ground truth by case."""
+    from implicitseg.io.images import Volume, read_labelmap, write_image
+    from implicitseg.methods.pipeline import run_predict
+
+    truth_of, folders = {}, {}
+    for name, kinds in CORRUPTIONS.items():
+        folder = root / name
+        for image in images:
+            case = image.name.replace(".nii.gz", "")
+            truth = read_labelmap(labels / f"{case}.nii.gz")
+            truth_of[case] = Volume((truth.array > 0).astype(np.uint8), truth.affine_lps)
+            if not (folder / f"{case}.nii.gz").is_file():
+                write_image(folder / f"{case}.nii.gz", corrupted(truth_of[case], seed, case, kinds).labelmap)
+        folders[name] = folder
+    if unet_run is not None:
+        predictions, folder = root / "unet_predictions", root / "unet"
+        run_predict(unet_run, images, predictions, show_progress=False)
+        for image in images:
+            case = image.name.replace(".nii.gz", "")
+            predicted = read_labelmap(predictions / case / "labelmap.nii.gz", allow_empty=True)
+            write_image(folder / f"{case}.nii.gz", Volume((predicted.array > 0).astype(np.uint8), predicted.affine_lps))
+        folders["unet"] = folder
+    return folders, truth_of
+
+
+def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], truth_of: dict, where: Path,
+                assignments: list[str], timings: dict, timing_prefix: str) -> list[dict]:
+    """Refine every initial segmentation of ``images`` with ``run`` (``--set`` ``assignments``) and score it before
+    and after; one row per (initial, case), kept in WHERE/rows/<initial>.json and reused while the settings match."""
+    from implicitseg.config import Settings
+    from implicitseg.data.ismm import labelmap_surface
+    from implicitseg.io.atomic import write_json
+    from implicitseg.io.images import read_labelmap
+    from implicitseg.io.meshes import read_mesh
+    from implicitseg.methods.pipeline import run_predict
+
+    settings = [Settings.from_assignments(assignments)] if assignments else []
+    rows = []
+    for name, folder in initial_dirs.items():
+        rows_file = where / "rows" / f"{name}.json"
+        if rows_file.is_file():
+            kept = json.loads(rows_file.read_text())
+            if all(r.get("settings", []) == assignments for r in kept):
+                rows += kept
+                continue
+        started = time.perf_counter()
+        records = run_predict(run, images, where / "refined" / name, initial=folder, settings=settings,
+                              show_progress=False)
+        elapsed = time.perf_counter() - started
+        source_rows = []
+        for record in records:
+            case = record["case"]
+            truth_surface = labelmap_surface(truth_of[case], 0, "truth")
+            initial = read_labelmap(folder / f"{case}.nii.gz", allow_empty=True)
+            refined = read_labelmap(Path(record["labelmap"]), allow_empty=True)
+            before = scores(initial, labelmap_surface(initial, 0, "initial"), truth_of[case], truth_surface)
+            after = {**scores(refined, read_mesh(record["mesh"]), truth_of[case], truth_surface),
+                     **repairs(initial, refined, truth_of[case])}
+            guard = record["counts"].get("safeguard", {})
+            source_rows.append({"initial": name, "case": case, "before": before, "after": after,
+                                "settings": assignments, "safeguard": guard.get("decision", "none"),
+                                # the scores a safeguard rule can use (no ground truth), kept per case to choose one
+                                "consistency": {key: guard.get(key) for key in
+                                                ("fit_residual_mm", "overruled_fraction")},
+                                "refine_s": record["timings"]["total_s"]})
+        timings[f"{timing_prefix}refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
+        write_json(rows_file, source_rows)
+        rows += source_rows
+    return rows
+
+
+def choose_max_overruled(rows: list[dict], max_dice_loss: float) -> dict:
+    """The largest ``tim.max_overruled_fraction`` under which no row of ``rows`` (refined with the fallback off)
+    loses more than ``max_dice_loss`` DSC: a row whose ``overruled_fraction`` is above it keeps its initial
+    segmentation (change 0). Candidates: 1 (off), every row's own fraction and 0; ``safe`` is false where even 0
+    leaves a row losing more."""
+    scored = [(row["consistency"]["overruled_fraction"], row["after"]["dice"] - row["before"]["dice"])
+              for row in rows]
+    for threshold in sorted({0.0, 1.0, *(fraction for fraction, _ in scored)}, reverse=True):
+        kept = [delta for fraction, delta in scored if fraction <= threshold]
+        result = {"max_overruled_fraction": threshold, "n_rows": len(rows), "n_fall_back": len(rows) - len(kept),
+                  "worst_dice_change": min([0.0, *kept]) if len(kept) < len(rows) else min(kept, default=0.0),
+                  "median_dice_change": statistics.median([d if f <= threshold else 0.0 for f, d in scored]),
+                  "safe": not kept or min(kept) >= -max_dice_loss}
+        if result["safe"]:
+            break
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_out/ismm"))
     parser.add_argument("--cases", type=int, default=24, help="training shapes")
     parser.add_argument("--test-cases", type=int, default=None, help="held-out cases (default: cases // 5)")
+    parser.add_argument("--tune-cases", type=int, default=0,
+                        help="cases of another seed, seen by neither the prior nor the table, on which "
+                             "tim.max_overruled_fraction is chosen (0: the preset's value)")
+    parser.add_argument("--max-dice-loss", type=float, default=0.01,
+                        help="the DSC a tuning case may lose under the chosen threshold")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--kind", choices=("organ", "laa"), default="organ", help="the synthetic anatomy")
     parser.add_argument("--minutes", type=float, default=12.0)
@@ -104,12 +208,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from implicitseg.data.ismm import labelmap_surface
     from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
-    from implicitseg.io.images import Volume, read_labelmap, write_image
-    from implicitseg.io.meshes import read_mesh
-    from implicitseg.methods.pipeline import run_predict, run_prepare, run_synth
+    from implicitseg.methods.pipeline import run_prepare, run_synth
 
     out = args.out
     dataset = out / "dataset"
@@ -126,64 +227,40 @@ def main() -> None:
         summary = train_in_subprocess(prep, run, args.minutes, max_epochs=args.epochs)
         timings.update(train_s=summary["time_s"], epochs=summary["epochs_completed"])
     write_json(timings_file, timings)
-
-    test_images = sorted(load_dataset(dataset).test)
-    truth_of = {}
-    initial_dirs: dict[str, Path] = {}
-    for name, kinds in CORRUPTIONS.items():
-        folder = out / "initial" / name
-        for image in test_images:
-            case = image.name.replace(".nii.gz", "")
-            truth = read_labelmap(dataset / "labelsTs" / f"{case}.nii.gz")
-            truth_of[case] = Volume((truth.array > 0).astype(np.uint8), truth.affine_lps)
-            if not (folder / f"{case}.nii.gz").is_file():
-                write_image(folder / f"{case}.nii.gz", corrupted(truth_of[case], args.seed, case, kinds).labelmap)
-        initial_dirs[name] = folder
+    unet_run = None
     if args.unet_minutes > 0:
-        unet_prep, unet_run, unet_out = out / "prep_unet", out / "run_unet", out / "unet_predictions"
+        unet_prep, unet_run = out / "prep_unet", out / "run_unet"
         if not (unet_prep / "manifest.json").is_file():
             run_prepare(dataset, unet_prep, method="implicit-unet", preset="iunet-conv-demo", workers=args.workers,
                         show_progress=False)
         if "unet_train_s" not in timings:
             timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_run, args.unet_minutes)["time_s"]
             write_json(timings_file, timings)
-        run_predict(unet_run, test_images, unet_out, show_progress=False)
-        folder = out / "initial" / "unet"
-        for image in test_images:
-            case = image.name.replace(".nii.gz", "")
-            predicted = read_labelmap(unet_out / case / "labelmap.nii.gz", allow_empty=True)
-            write_image(folder / f"{case}.nii.gz", Volume((predicted.array > 0).astype(np.uint8), predicted.affine_lps))
-        initial_dirs["unet"] = folder
 
-    rows = []
-    for name, folder in initial_dirs.items():
-        rows_file = out / "rows" / f"{name}.json"
-        if rows_file.is_file():
-            rows += json.loads(rows_file.read_text())
-            continue
-        refined_dir = out / "refined" / name
-        started = time.perf_counter()
-        records = run_predict(run, test_images, refined_dir, initial=folder, show_progress=False)
-        elapsed = time.perf_counter() - started
-        source_rows = []
-        for record in records:
-            case = record["case"]
-            truth_surface = labelmap_surface(truth_of[case], 0, "truth")
-            initial = read_labelmap(folder / f"{case}.nii.gz", allow_empty=True)
-            refined = read_labelmap(Path(record["labelmap"]), allow_empty=True)
-            before = scores(initial, labelmap_surface(initial, 0, "initial"), truth_of[case], truth_surface)
-            after = {**scores(refined, read_mesh(record["mesh"]), truth_of[case], truth_surface),
-                     **repairs(initial, refined, truth_of[case])}
-            source_rows.append({"initial": name, "case": case, "before": before, "after": after,
-                                "safeguard": record["counts"].get("safeguard", {}).get("decision", "none"),
-                                # the scores a safeguard rule can use (no ground truth), kept per case to choose one
-                                "consistency": {key: record["counts"].get("safeguard", {}).get(key) for key in
-                                                ("fit_residual_mm", "overruled_fraction")},
-                                "refine_s": record["timings"]["total_s"]})
-        timings[f"refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
-        write_json(rows_file, source_rows)
+    assignments, tuning = [], None
+    if args.tune_cases > 0:
+        tune = out / "tune"
+        if not (tune / "dataset" / "dataset.json").is_file():
+            run_synth(tune / "dataset", kind=args.kind, n_cases=args.tune_cases, seed=args.seed + 1000, n_test=0)
+        tune_images = sorted(case.image for case in load_dataset(tune / "dataset").training)
+        tune_dirs, tune_truth = initial_segmentations(tune / "dataset", tune / "dataset" / "labelsTr", tune_images,
+                                                      tune / "initial", args.seed, unet_run)
+        tune_rows = refine_rows(run, tune_images, tune_dirs, tune_truth, tune, ["tim.max_overruled_fraction=1"],
+                                timings, "tune_")
+        tuning = {**choose_max_overruled(tune_rows, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
+                  "rows": [{"initial": r["initial"], "case": r["case"], **r["consistency"],
+                            "dice_change": r["after"]["dice"] - r["before"]["dice"]} for r in tune_rows]}
+        assignments = [f"tim.max_overruled_fraction={tuning['max_overruled_fraction']:.6g}"]
+        print(f"tuning ({len(tune_images)} cases, {len(tune_rows)} rows): tim.max_overruled_fraction "
+              f"{tuning['max_overruled_fraction']:.3f} ({tuning['n_fall_back']} rows fall back; worst DSC change "
+              f"of the rest {tuning['worst_dice_change']:+.3f})", flush=True)
         write_json(timings_file, timings)
-        rows += source_rows
+
+    test_images = sorted(load_dataset(dataset).test)
+    initial_dirs, truth_of = initial_segmentations(dataset, dataset / "labelsTs", test_images, out / "initial",
+                                                   args.seed, unet_run)
+    rows = refine_rows(run, test_images, initial_dirs, truth_of, out, assignments, timings, "")
+    write_json(timings_file, timings)
 
     table = {}
     print(f"{'initial':14s} {'metric':20s} {'before':>34s} {'after':>34s} {'after - before [95 % CI]':>30s} "
@@ -209,7 +286,7 @@ def main() -> None:
                         if change["n"] else "n/a")
             print(f"{name:14s} {metric:20s} {before:>34s} {after:>34s} {interval:>30s} {change['wilcoxon_p']:>10.3g}")
     print(json.dumps(timings, indent=1))
-    write_json(out / "ismm_table.json", {"table": table, "rows": rows, "timings": timings,
+    write_json(out / "ismm_table.json", {"table": table, "tuning": tuning, "rows": rows, "timings": timings,
                                          "args": {k: str(v) for k, v in vars(args).items()}})
 
 

@@ -115,6 +115,12 @@ def main() -> None:
     from implicitseg.methods import pipeline
 
     out = args.out
+    record_path = out / "learning.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {"curves": {}, "variants": {}}
+    for name, assignments in variants:  # before any synth or training: a clash is known at once
+        if record["variants"].setdefault(name, assignments) != assignments:
+            raise SystemExit(f"{record_path}: variant {name!r} was measured with {record['variants'][name]}, "
+                             f"not {assignments}; choose another name or another --out")
     dataset, prep = out / "dataset", out / "prep"
     if not (dataset / "dataset.json").is_file():
         pipeline.run_synth(dataset, kind="laa", n_cases=args.cases, seed=args.seed)
@@ -122,14 +128,9 @@ def main() -> None:
         pipeline.run_prepare(dataset, prep, method="nudf", preset=args.preset, workers=args.workers,
                              show_progress=False)
     images, gt = validation_set(prep, dataset, out)
-    record_path = out / "learning.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {"curves": {}, "variants": {}}
     n_points = math.ceil(args.minutes / args.every - 1e-9)
 
     for name, assignments in variants:
-        if record["variants"].setdefault(name, assignments) != assignments:
-            raise SystemExit(f"{record_path}: variant {name!r} was measured with {record['variants'][name]}, "
-                             f"not {assignments}; choose another name or another --out")
         points = record["curves"].setdefault(name, [])
         run = out / name / "run"
         while len(points) < n_points:

@@ -52,3 +52,20 @@ def test_learning_curves_measure_each_segment_and_resume_where_they_stopped(tmp_
     other = subprocess.run([*command, "--minutes", "0.34", "--variant", "default=train.learning_rate=5e-4"],
                            capture_output=True, text=True, timeout=600, env=env)
     assert other.returncode != 0 and "was measured with [], not ['train.learning_rate=5e-4']" in other.stderr
+
+
+def test_the_overruled_threshold_is_the_largest_that_keeps_every_tuning_case_within_the_loss(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from ismm_table import choose_max_overruled
+
+    def row(fraction: float, change: float) -> dict:
+        return {"consistency": {"overruled_fraction": fraction}, "before": {"dice": 0.9},
+                "after": {"dice": 0.9 + change}}
+
+    rows = [row(0.1, 0.02), row(0.3, -0.005), row(0.5, -0.05), row(0.7, 0.01)]
+    chosen = choose_max_overruled(rows, 0.01)
+    assert chosen["max_overruled_fraction"] == 0.3 and chosen["n_fall_back"] == 2 and chosen["safe"]
+    assert chosen["worst_dice_change"] == pytest.approx(-0.005)
+    assert choose_max_overruled(rows, 0.1)["max_overruled_fraction"] == 1.0  # every loss allowed: the fallback off
+    unsafe = choose_max_overruled([row(0.0, -0.2), row(0.4, 0.01)], 0.01)
+    assert unsafe["max_overruled_fraction"] == 0.0 and not unsafe["safe"]
