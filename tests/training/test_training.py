@@ -242,6 +242,14 @@ def test_a_bf16_mixed_run_trains_resumes_and_its_network_predicts_in_float32(sph
     assert distances.dtype == torch.float32 and torch.isfinite(distances).all()
 
 
+def test_nudf64_draws_the_uniform_share_its_learning_curves_chose_and_the_larger_presets_the_papers() -> None:
+    from implicitseg.methods.nudf import preset_config
+
+    assert preset_config("nudf64").train.sample_fractions == (0.4, 0.4, 0.2)
+    assert preset_config("nudf128").train.sample_fractions == (0.45, 0.45, 0.10)
+    assert preset_config("nudf64").train.learning_rate == preset_config("nudf128").train.learning_rate == 1e-4
+
+
 def test_auto_precision_is_bf16_mixed_only_where_the_cpu_runs_bfloat16(monkeypatch) -> None:
     from implicitseg.methods.nudf import preset_config
     from implicitseg.training.run import resolve_precision
