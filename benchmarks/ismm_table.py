@@ -23,7 +23,8 @@ With ``--tune-cases K``, the safeguard's ``tim.max_overruled_fraction`` is first
 K cases of another seed (seen by neither the prior nor the table) get the same initial segmentations and are refined
 with that fallback off; the largest threshold under which none of their rows loses more than ``--max-dice-loss``
 DSC (:func:`choose_max_overruled`) is then the setting the held-out cases are refined with (``tuning`` in the JSON,
-every tuning row with its score and DSC change).
+every tuning row with its score and DSC change). ``--set tim.KEY=VALUE --tag NAME`` refines the tuning and held-out
+cases with other settings (the same prior and U-Net), into OUT/variants/NAME/ and OUT/tune/variants/NAME/.
 Prints mean ± sample std (and median) per initial segmentation, and per metric the paired after − before difference over the
 same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
 rests; writes ``OUT/ismm_table.json``. Resumable: every finished step
@@ -206,7 +207,14 @@ def main() -> None:
     parser.add_argument("--unet-minutes", type=float, default=6.0)
     parser.add_argument("--preset", default="ismm-demo")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="a refinement setting (tim.*) for the tuning and held-out cases; needs --tag")
+    parser.add_argument("--tag", default=None,
+                        help="name of these settings: their rows and table go to OUT/variants/TAG, the trained "
+                             "prior and U-Net are shared")
     args = parser.parse_args()
+    if args.assignments and not args.tag:
+        raise SystemExit("--set needs --tag NAME, so that the rows of the preset's settings are kept")
 
     from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
@@ -237,7 +245,8 @@ def main() -> None:
             timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_run, args.unet_minutes)["time_s"]
             write_json(timings_file, timings)
 
-    assignments, tuning = [], None
+    assignments, tuning = list(args.assignments), None
+    variant = out / "variants" / args.tag if args.tag else out
     if args.tune_cases > 0:
         tune = out / "tune"
         if not (tune / "dataset" / "dataset.json").is_file():
@@ -245,12 +254,13 @@ def main() -> None:
         tune_images = sorted(case.image for case in load_dataset(tune / "dataset").training)
         tune_dirs, tune_truth = initial_segmentations(tune / "dataset", tune / "dataset" / "labelsTr", tune_images,
                                                       tune / "initial", args.seed, unet_run)
-        tune_rows = refine_rows(run, tune_images, tune_dirs, tune_truth, tune, ["tim.max_overruled_fraction=1"],
-                                timings, "tune_")
+        tune_rows = refine_rows(run, tune_images, tune_dirs, tune_truth,
+                                tune / "variants" / args.tag if args.tag else tune,
+                                [*assignments, "tim.max_overruled_fraction=1"], timings, f"{args.tag}_tune_" if args.tag else "tune_")
         tuning = {**choose_max_overruled(tune_rows, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
                   "rows": [{"initial": r["initial"], "case": r["case"], **r["consistency"],
                             "dice_change": r["after"]["dice"] - r["before"]["dice"]} for r in tune_rows]}
-        assignments = [f"tim.max_overruled_fraction={tuning['max_overruled_fraction']:.6g}"]
+        assignments.append(f"tim.max_overruled_fraction={tuning['max_overruled_fraction']:.6g}")
         print(f"tuning ({len(tune_images)} cases, {len(tune_rows)} rows): tim.max_overruled_fraction "
               f"{tuning['max_overruled_fraction']:.3f} ({tuning['n_fall_back']} rows fall back; worst DSC change "
               f"of the rest {tuning['worst_dice_change']:+.3f})", flush=True)
@@ -259,7 +269,8 @@ def main() -> None:
     test_images = sorted(load_dataset(dataset).test)
     initial_dirs, truth_of = initial_segmentations(dataset, dataset / "labelsTs", test_images, out / "initial",
                                                    args.seed, unet_run)
-    rows = refine_rows(run, test_images, initial_dirs, truth_of, out, assignments, timings, "")
+    rows = refine_rows(run, test_images, initial_dirs, truth_of, variant, assignments, timings,
+                       f"{args.tag}_" if args.tag else "")
     write_json(timings_file, timings)
 
     table = {}
@@ -286,7 +297,7 @@ def main() -> None:
                         if change["n"] else "n/a")
             print(f"{name:14s} {metric:20s} {before:>34s} {after:>34s} {interval:>30s} {change['wilcoxon_p']:>10.3g}")
     print(json.dumps(timings, indent=1))
-    write_json(out / "ismm_table.json", {"table": table, "tuning": tuning, "rows": rows, "timings": timings,
+    write_json(variant / "ismm_table.json", {"table": table, "tuning": tuning, "rows": rows, "timings": timings,
                                          "args": {k: str(v) for k, v in vars(args).items()}})
 
 

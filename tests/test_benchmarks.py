@@ -69,3 +69,10 @@ def test_the_overruled_threshold_is_the_largest_that_keeps_every_tuning_case_wit
     assert choose_max_overruled(rows, 0.1)["max_overruled_fraction"] == 1.0  # every loss allowed: the fallback off
     unsafe = choose_max_overruled([row(0.0, -0.2), row(0.4, 0.01)], 0.01)
     assert unsafe["max_overruled_fraction"] == 0.0 and not unsafe["safe"]
+
+
+def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_rows(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
+                             "--set", "tim.trusted_fraction=0.5"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "--set needs --tag NAME" in result.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was written
