@@ -9,7 +9,8 @@ held-out image (ROI at its label's centre of mass: the NUDF part alone) with eac
 - ``paper``: the paper's recipe, 100k uniform seeds → 1M dense points by gradient projection → screened Poisson;
 - ``band-poisson``: the same point count seeded in the field's narrow band (2 projection steps) → screened Poisson;
 - ``udf-mc@C``: the surface straight from the narrow band of finest cell C mm (no Poisson); ``udf-mc@C:holes=D``
-  closes holes smaller than D mm across instead of the run's ``meshing.close_holes_mm`` (0: none).
+  closes holes smaller than D mm across instead of the run's ``meshing.close_holes_mm`` (0: none);
+  ``udf-mc@C:snap=N`` sets ``meshing.band.snap_samples`` (each vertex moved to the field's minimum along its normal).
 
 Prints per extractor the median time per stage, the decoder's point counts, the surface metrics (mean over the
 cases, every case counted; an image an extractor finds no surface in is a failed row) and the share of cases
@@ -45,9 +46,12 @@ def configure(config: NudfConfig, extractor: str, dense: int) -> NudfConfig:
     extractor, *options = extractor.split(":")
     for option in options:
         key, _, value = option.partition("=")
-        if key != "holes":
-            raise SystemExit(f"unknown extractor option {option!r}; known: holes=MM")
-        config.meshing.close_holes_mm = float(value)
+        if key == "holes":
+            config.meshing.close_holes_mm = float(value)
+        elif key == "snap":
+            config.meshing.band.snap_samples = int(value)
+        else:
+            raise SystemExit(f"unknown extractor option {option!r}; known: holes=MM, snap=SAMPLES")
     if extractor == "paper":
         config.meshing.method, config.point_cloud.seeding = "poisson", "uniform"
     elif extractor == "band-poisson":

@@ -54,3 +54,5 @@ def test_levels_reach_the_requested_cell_from_a_coarse_grid(roi_mm, cell_mm, coa
 def test_invalid_band_values_are_input_errors():
     with pytest.raises(InputError, match="meshing.band.cell_mm"):
         band_of("sphere", cell_mm=0.0)
+    with pytest.raises(InputError, match="meshing.band.snap_samples=2"):  # no parabola through fewer than 3
+        band_of("sphere", snap_samples=2)

@@ -88,3 +88,25 @@ def test_blocks_join_without_cracks(monkeypatch):
     band, vertices, faces, _, _ = extract(FIELDS["sphere"])
     assert band.cells_per_side > 4 * udf_mc.BLOCK_CELLS
     assert boundary_loops(faces) == 0 and true_distance(FIELDS["sphere"], vertices).max() < 0.1 * band.cell_size
+
+
+def soft_sphere(points: torch.Tensor) -> torch.Tensor:
+    """A learned field's kind of zero level: the sphere's distance with a soft floor of 0.3 mm at the surface."""
+    return torch.sqrt(sphere(points) ** 2 + (0.3 * MM) ** 2)
+
+
+def test_snapping_brings_vertices_of_a_soft_trough_back_onto_its_minimum():
+    cell_mm = 1.0
+    query = FieldQuery(as_decoder(soft_sphere), [torch.zeros(1)], 50_000)
+    band, _ = narrow_band(query, BandConfig(cell_mm=cell_mm), ROI_MM)
+    vertices, faces, vertex_distance, _ = extract_open_surface(band, query.distances, FACE_UNIT + 0.3 * MM)
+    before = true_distance(sphere, vertices)
+    assert before.max() > 0.15 * band.cell_size  # the interpolation of a soft trough is pulled off the surface
+    snapped, snapped_distance = udf_mc.snap_to_minimum(vertices, faces, query.distances, band.cell_size / 2, 9)
+    after = true_distance(sphere, snapped)
+    assert after.max() < 0.03 * band.cell_size and after.mean() < 0.25 * before.mean()
+    np.testing.assert_allclose(snapped_distance, true_distance(soft_sphere, snapped), atol=1e-6)
+    # an exact field's vertices, already on the surface, stay there
+    band, vertices, faces, _, _ = extract(sphere, cell_mm)
+    snapped, _ = udf_mc.snap_to_minimum(vertices, faces, query.distances, band.cell_size / 2, 9)
+    assert true_distance(sphere, snapped).max() < 0.03 * band.cell_size

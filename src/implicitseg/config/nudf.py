@@ -88,6 +88,10 @@ class BandConfig:
     """The surface: faces of the extracted mesh whose vertices or edge midpoints lie farther than this are removed
     (walls closer than twice this merge). A learned field's zero level is not 0: on held-out cases of a briefly
     trained ``nudf-demo`` its median on the true surface is a few tenths of a mm (BENCHMARKS.md)."""
+    snap_samples: int = 0
+    """udf-mc: each kept vertex then moves along its normal to the field's smallest value among this many samples
+    within half a cell either side (:func:`~implicitseg.meshing.udf_mc.snap_to_minimum`); 0: where marching cubes put
+    it. At least 3."""
     batch_points: int = 32_768
 
 

@@ -90,6 +90,7 @@ def check_band_config(config: BandConfig) -> None:
     """Raises :class:`InputError` naming the first invalid value of ``config``."""
     checks = [("cell_mm", config.cell_mm > 0), ("coarse_cells", config.coarse_cells >= 1),
               ("margin", config.margin > 0), ("max_face_distance_mm", config.max_face_distance_mm >= 0),
+              ("snap_samples", config.snap_samples == 0 or config.snap_samples >= 3),
               ("batch_points", config.batch_points >= 1)]
     for name, ok in checks:
         if not ok:

@@ -179,6 +179,39 @@ def extract_open_surface(band: DistanceBand, distance_at: Callable[[np.ndarray],
     return vertices_kept, faces_kept, vertex_distance[used], stats
 
 
+def snap_to_minimum(vertices: np.ndarray, faces: np.ndarray, distance_at: Callable[[np.ndarray], np.ndarray],
+                    reach: float, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each vertex moved along its normal to where the field is smallest within ``reach`` either side.
+
+    Marching cubes places a vertex where the linear interpolation of ``±f`` between two corners crosses zero; where a
+    learned field's zero level is a soft trough that interpolation is pulled toward the edge's middle. Here the field
+    is sampled at ``samples`` points evenly spaced on the vertex's normal (area-weighted face normals) from ``-reach``
+    to ``+reach``, and the vertex goes to the vertex of the parabola through the smallest sample and its neighbours
+    (at the smallest sample where it lies at an end). ``vertices`` (V, 3) and ``reach`` in the band's frame;
+    ``distance_at`` (P, 3) → (P,). Returns the moved vertices (V, 3) and the field there (V,); a vertex without a
+    normal (on degenerate faces only) stays."""
+    corners = vertices[faces]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_normals)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.where(length > 0, normals / np.maximum(length, 1e-300), 0.0)
+    offsets = np.linspace(-reach, reach, samples)
+    probes = vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :]
+    field = np.asarray(distance_at(probes.reshape(-1, 3)), dtype=np.float64).reshape(len(vertices), samples)
+    best = np.clip(field.argmin(axis=1), 1, samples - 2)
+    rows = np.arange(len(vertices))
+    left, centre, right = field[rows, best - 1], field[rows, best], field[rows, best + 1]
+    curvature = left - 2 * centre + right
+    shift = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0), 0.0)
+    offset = offsets[best] + np.clip(shift, -1.0, 1.0) * (offsets[1] - offsets[0])
+    at_end = field.argmin(axis=1)
+    offset = np.where((at_end == 0) | (at_end == samples - 1), offsets[at_end], offset)
+    moved = vertices + offset[:, None] * normals
+    return moved, np.asarray(distance_at(moved), dtype=np.float64)
+
+
 def _march_band(band: DistanceBand, pseudo_signed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of ``pseudo_signed`` (K,) at 0 over the band's cells, in dense blocks of at most
     :data:`BLOCK_CELLS` cells per side; vertices (V, 3) in grid steps from the grid's lower corner, faces (F, 3)."""

@@ -29,7 +29,7 @@ from implicitseg.inference.pointcloud import dense_point_cloud
 from implicitseg.io.meshes import Mesh
 from implicitseg.meshing.components import boundary_loop_lengths, boundary_loops, select_components
 from implicitseg.meshing.poisson import close_small_holes, max_hole_edges, mesh_from_point_cloud
-from implicitseg.meshing.udf_mc import extract_open_surface
+from implicitseg.meshing.udf_mc import extract_open_surface, snap_to_minimum
 from implicitseg.methods.base import Method, RoiPrediction, copy_preset, preset_chooser
 from implicitseg.training.module import NudfLightningModule
 from implicitseg.training.run import TrainingRecipe
@@ -124,6 +124,11 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
     band, band_stats = narrow_band(query, config.meshing.band, roi.size_mm)
     vertices_unit, faces, vertex_distance_unit, surface_stats = extract_open_surface(
         band, query.distances, config.meshing.band.max_face_distance_mm / mm_per_unit)
+    if config.meshing.band.snap_samples and len(faces):
+        tic = time.perf_counter()
+        vertices_unit, vertex_distance_unit = snap_to_minimum(vertices_unit, faces, query.distances,
+                                                              band.cell_size / 2, config.meshing.band.snap_samples)
+        surface_stats["snap_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
     vertices_world_mm, faces, selection = select_components(
         roi.unit_to_world(vertices_unit), faces, config.meshing.components, vertex_distance_unit * mm_per_unit)
@@ -151,7 +156,8 @@ def predict_roi(model: torch.nn.Module, config: NudfConfig, roi: Roi, roi_image_
               "n_points": int(near.sum()),
               **{key: int(value) for key, value in surface_stats.items() if key.startswith("n_")}}
     meshing = {"method": "udf-mc", "cell_mm": band_stats["cell_mm"], "finest_cells": band_stats["finest_cells"],
-               "max_face_distance_mm": config.meshing.band.max_face_distance_mm, "components": selection.to_json(),
+               "max_face_distance_mm": config.meshing.band.max_face_distance_mm,
+               "snap_samples": config.meshing.band.snap_samples, "components": selection.to_json(),
                "close_holes_mm": config.meshing.close_holes_mm, "n_loops_before_closing": loops_before,
                "boundary_loops_mm": np.round(loop_lengths_mm, 1).tolist()}
     return RoiPrediction(timings, counts, mesh=Mesh(vertices_world_mm, faces),
