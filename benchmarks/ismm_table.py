@@ -117,8 +117,10 @@ def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root:
         folders[name] = folder
     if unet_run is not None:
         predictions, folder = root / "unet_predictions", root / "unet"
-        run_predict(unet_run, images, predictions, show_progress=False)
-        for image in images:
+        missing = [image for image in images if not (folder / image.name).is_file()]
+        if missing:  # a rerun keeps the predictions it made
+            run_predict(unet_run, missing, predictions, show_progress=False)
+        for image in missing:
             case = image.name.replace(".nii.gz", "")
             predicted = read_labelmap(predictions / case / "labelmap.nii.gz", allow_empty=True)
             write_image(folder / f"{case}.nii.gz", Volume((predicted.array > 0).astype(np.uint8), predicted.affine_lps))
@@ -181,9 +183,9 @@ def choose_max_overruled(rows: list[dict], max_dice_loss: float) -> dict:
               for row in rows]
     for threshold in sorted({0.0, 1.0, *(fraction for fraction, _ in scored)}, reverse=True):
         kept = [delta for fraction, delta in scored if fraction <= threshold]
+        changes = [delta if fraction <= threshold else 0.0 for fraction, delta in scored]  # a fallback changes nothing
         result = {"max_overruled_fraction": threshold, "n_rows": len(rows), "n_fall_back": len(rows) - len(kept),
-                  "worst_dice_change": min([0.0, *kept]) if len(kept) < len(rows) else min(kept, default=0.0),
-                  "median_dice_change": statistics.median([d if f <= threshold else 0.0 for f, d in scored]),
+                  "worst_dice_change": min(changes, default=0.0), "median_dice_change": statistics.median(changes),
                   "safe": not kept or min(kept) >= -max_dice_loss}
         if result["safe"]:
             break
@@ -256,7 +258,8 @@ def main() -> None:
                                                       tune / "initial", args.seed, unet_run)
         tune_rows = refine_rows(run, tune_images, tune_dirs, tune_truth,
                                 tune / "variants" / args.tag if args.tag else tune,
-                                [*assignments, "tim.max_overruled_fraction=1"], timings, f"{args.tag}_tune_" if args.tag else "tune_")
+                                [*assignments, "tim.max_overruled_fraction=1"], timings,
+                                f"{args.tag}_tune_" if args.tag else "tune_")
         tuning = {**choose_max_overruled(tune_rows, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
                   "rows": [{"initial": r["initial"], "case": r["case"], **r["consistency"],
                             "dice_change": r["after"]["dice"] - r["before"]["dice"]} for r in tune_rows]}

@@ -193,21 +193,20 @@ def snap_to_minimum(vertices: np.ndarray, faces: np.ndarray, distance_at: Callab
     corners = vertices[faces]
     face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
+    np.add.at(normals, faces.reshape(-1), np.repeat(face_normals, 3, axis=0))
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     normals = np.where(length > 0, normals / np.maximum(length, 1e-300), 0.0)
     offsets = np.linspace(-reach, reach, samples)
     probes = vertices[:, None, :] + offsets[None, :, None] * normals[:, None, :]
     field = np.asarray(distance_at(probes.reshape(-1, 3)), dtype=np.float64).reshape(len(vertices), samples)
-    best = np.clip(field.argmin(axis=1), 1, samples - 2)
+    best = field.argmin(axis=1)
+    inner = np.clip(best, 1, samples - 2)  # the parabola's three samples; an end's minimum stays on its sample
     rows = np.arange(len(vertices))
-    left, centre, right = field[rows, best - 1], field[rows, best], field[rows, best + 1]
+    left, centre, right = field[rows, inner - 1], field[rows, inner], field[rows, inner + 1]
     curvature = left - 2 * centre + right
-    shift = np.where(curvature > 0, 0.5 * (left - right) / np.where(curvature > 0, curvature, 1.0), 0.0)
+    fit = (best == inner) & (curvature > 0)
+    shift = np.where(fit, 0.5 * (left - right) / np.where(fit, curvature, 1.0), 0.0)
     offset = offsets[best] + np.clip(shift, -1.0, 1.0) * (offsets[1] - offsets[0])
-    at_end = field.argmin(axis=1)
-    offset = np.where((at_end == 0) | (at_end == samples - 1), offsets[at_end], offset)
     moved = vertices + offset[:, None] * normals
     return moved, np.asarray(distance_at(moved), dtype=np.float64)
 
