@@ -151,7 +151,8 @@ def main() -> None:
                                          int(config.tim.fitting_points) // 4, rng)
         scored(truth_alignment, tim.TrustedPoints(dense, normals, len(dense)), "oracle_fit")
 
-        trusted = tim.trusted_points(initial_surface, alignment, config, rng)
+        trusted = tim.trusted_points(surface_samples(initial_surface.vertices_world_mm, initial_surface.faces,
+                                                     int(config.tim.fitting_points), rng), alignment, config)
         wrong_trusted = truth_tree.query(trusted.points_world_mm)[0] > args.wrong_mm
         wrong_initial = truth_tree.query(initial_points)[0] > args.wrong_mm
         row["wrong_share_initial"] = float(wrong_initial.mean())

@@ -23,7 +23,8 @@ With ``--tune-cases K``, the safeguard's ``tim.max_overruled_fraction`` is first
 K cases of another seed (seen by neither the prior nor the table) get the same initial segmentations and are refined
 with that fallback off; the largest threshold under which none of their rows loses more than ``--max-dice-loss``
 DSC (:func:`choose_max_overruled`) is then the setting the held-out cases are refined with (``tuning`` in the JSON,
-every tuning row with its score and DSC change). ``--set tim.KEY=VALUE --tag NAME`` refines the tuning and held-out
+every tuning row with its score and DSC change; per initial segmentation the median and worst DSC change,
+``--tune-only`` stops there). ``--set tim.KEY=VALUE --tag NAME`` refines the tuning and held-out
 cases with other settings (the same prior and U-Net), into OUT/variants/NAME/ and OUT/tune/variants/NAME/.
 Prints mean ± sample std (and median) per initial segmentation, and per metric the paired after − before difference over the
 same cases (mean, 95 % bootstrap interval, Wilcoxon p: ``evaluation/compare.py``) on which "repairs" or "costs"
@@ -192,6 +193,21 @@ def choose_max_overruled(rows: list[dict], max_dice_loss: float) -> dict:
     return result
 
 
+def tuning_summary(rows: list[dict], max_dice_loss: float) -> dict[str, dict]:
+    """Per initial segmentation of the tuning ``rows``: the median, worst and best DSC change, the median HD95
+    change (mm) and how many rows lose more than ``max_dice_loss`` DSC (what a refinement setting is judged by
+    before the held-out cases are refined)."""
+    summary = {}
+    for name in dict.fromkeys(row["initial"] for row in rows):
+        chosen = [row for row in rows if row["initial"] == name]
+        dice = [row["after"]["dice"] - row["before"]["dice"] for row in chosen]
+        hd95 = [row["after"]["hd95_mm"] - row["before"]["hd95_mm"] for row in chosen]
+        summary[name] = {"n": len(chosen), "median_dice_change": statistics.median(dice), "worst_dice_change": min(dice),
+                         "best_dice_change": max(dice), "median_hd95_change_mm": statistics.median(hd95),
+                         "n_worse": sum(delta < -max_dice_loss for delta in dice)}
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_out/ismm"))
@@ -214,9 +230,13 @@ def main() -> None:
     parser.add_argument("--tag", default=None,
                         help="name of these settings: their rows and table go to OUT/variants/TAG, the trained "
                              "prior and U-Net are shared")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="stop after the tuning cases (judge settings there, the held-out cases untouched)")
     args = parser.parse_args()
     if args.assignments and not args.tag:
         raise SystemExit("--set needs --tag NAME, so that the rows of the preset's settings are kept")
+    if args.tune_only and args.tune_cases <= 0:
+        raise SystemExit("--tune-only needs --tune-cases K")
 
     from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
@@ -261,8 +281,19 @@ def main() -> None:
                                 [*assignments, "tim.max_overruled_fraction=1"], timings,
                                 f"{args.tag}_tune_" if args.tag else "tune_")
         tuning = {**choose_max_overruled(tune_rows, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
+                  "by_initial": tuning_summary(tune_rows, args.max_dice_loss),
                   "rows": [{"initial": r["initial"], "case": r["case"], **r["consistency"],
                             "dice_change": r["after"]["dice"] - r["before"]["dice"]} for r in tune_rows]}
+        for name, line in tuning["by_initial"].items():
+            print(f"tuning {name:14s} DSC change median {line['median_dice_change']:+.3f} worst "
+                  f"{line['worst_dice_change']:+.3f} best {line['best_dice_change']:+.3f}; HD95 change median "
+                  f"{line['median_hd95_change_mm']:+.2f} mm; {line['n_worse']} of {line['n']} worse by more than "
+                  f"{args.max_dice_loss:g}", flush=True)
+        if args.tune_only:
+            write_json((tune / "variants" / args.tag if args.tag else tune) / "tuning.json",
+                       {"tuning": tuning, "settings": assignments, "timings": timings})
+            write_json(timings_file, timings)
+            return
         assignments.append(f"tim.max_overruled_fraction={tuning['max_overruled_fraction']:.6g}")
         print(f"tuning ({len(tune_images)} cases, {len(tune_rows)} rows): tim.max_overruled_fraction "
               f"{tuning['max_overruled_fraction']:.3f} ({tuning['n_fall_back']} rows fall back; worst DSC change "

@@ -71,6 +71,24 @@ def test_the_overruled_threshold_is_the_largest_that_keeps_every_tuning_case_wit
     assert unsafe["max_overruled_fraction"] == 0.0 and not unsafe["safe"]
 
 
+
+def test_the_tuning_summary_counts_every_row_that_loses_more_than_the_allowed_dice(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from ismm_table import tuning_summary
+
+    def row(initial: str, change: float, hd95_change: float) -> dict:
+        return {"initial": initial, "before": {"dice": 0.9, "hd95_mm": 4.0},
+                "after": {"dice": 0.9 + change, "hd95_mm": 4.0 + hd95_change}}
+
+    rows = [row("holes", -0.02, 1.0), row("blobs", 0.01, -5.0), row("holes", 0.005, 0.0), row("holes", -0.011, 2.0)]
+    summary = tuning_summary(rows, 0.01)
+    assert list(summary) == ["holes", "blobs"]
+    assert summary["holes"]["n"] == 3 and summary["holes"]["n_worse"] == 2
+    assert summary["holes"]["median_dice_change"] == pytest.approx(-0.011)
+    assert summary["holes"]["worst_dice_change"] == pytest.approx(-0.02)
+    assert summary["holes"]["median_hd95_change_mm"] == pytest.approx(1.0)
+    assert summary["blobs"]["n_worse"] == 0 and summary["blobs"]["best_dice_change"] == pytest.approx(0.01)
+
 def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_rows(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
                              "--set", "tim.trusted_fraction=0.5"], capture_output=True, text=True, cwd=REPO)

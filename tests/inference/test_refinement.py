@@ -13,8 +13,9 @@ from implicitseg.data.corruption import corrupt_labelmap
 from implicitseg.data.ismm import labelmap_surface
 from implicitseg.errors import InputError
 from implicitseg.evaluation.surface import point_to_mesh_distance_mm
-from implicitseg.geometry.frames import index_to_world
-from implicitseg.inference.refinement import Refinement, refine_surface, safeguard, zero_level_mesh
+from implicitseg.geometry.frames import Picct, SimilarityTransform, index_to_world
+from implicitseg.inference.refinement import (FittedShape, Refinement, consistent_points, refine_surface, safeguard,
+                                               zero_level_mesh)
 from implicitseg.io.images import Volume
 from implicitseg.io.meshes import Mesh
 from implicitseg.methods import ismm
@@ -128,6 +129,66 @@ def test_trusted_points_avoid_spurious_blobs():
         corrupted.applied["blobs"]["radius_mm"] + 1.0
     assert near_blob.mean() < 0.01
 
+
+
+class EllipsoidShape(torch.nn.Module):
+    """A 'fitted shape' whose SDF is the template ellipsoid's (no deformation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.deformation = type("NoDeformation", (), {"weights": staticmethod(lambda code: [])})()
+
+    def instance_sdf(self, points, hyper_code, instance_code, weights):
+        return {"sdf": EllipsoidTemplate()(points * self.scale)}
+
+
+def test_consistent_points_are_the_initial_points_near_the_fitted_surface_in_mm_and_facing_its_way():
+    # world → canonical: rotated, scaled 0.5 by the case's PICCT and 1/30 by the global scale: 1 canonical unit = 60 mm
+    rotation = rotation_matrix((10, 20, 30))
+    picct = Picct(SimilarityTransform(0.5, rotation, np.array([1.0, -2.0, 3.0])), 1.0 / 30.0)
+    fitted = FittedShape(EllipsoidShape(), torch.zeros((1, 1)), torch.zeros((1, 1)), [])
+    on_pole_canonical = np.array([[0.0, 0.0, 0.4], [0.0, 0.0, -0.4]])  # the SDF's gradient there is ±z, |∇| = 1
+    normals_canonical = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+    offsets_mm = np.array([0.0, 0.8, 1.2, -0.8, -1.2])  # along the outward normal
+    points, normals = [], []
+    for point, normal in zip(on_pole_canonical, normals_canonical):
+        normal_world = normal @ rotation  # canonical direction → world (the inverse rotation)
+        for offset in offsets_mm:
+            points.append(picct.canonical_to_world(point[None])[0] + offset * normal_world)
+            normals.append(normal_world)
+    points, normals = np.array(points), np.array(normals)
+    _, config = ellipsoid_prior()
+    config.tim.trim_within_mm = 1.0
+    explained = consistent_points(fitted, picct, (points, normals), config)
+    expected = np.tile(np.abs(offsets_mm) <= 1.0, 2)
+    assert np.array_equal(explained, expected), explained
+    # a wall facing inwards (a hole's) is not explained, however near it lies
+    assert not consistent_points(fitted, picct, (points, -normals), config).any()
+    config.tim.trim_within_mm = 1.5
+    assert consistent_points(fitted, picct, (points, normals), config).all()
+
+
+def test_a_trimmed_fit_trusts_more_of_the_initial_surface_but_not_the_blobs():
+    model, config = ellipsoid_prior()
+    config.tim.trim_rounds, config.tim.trim_steps, config.tim.trim_within_mm = 1, 20, 1.0
+    truth, _, _ = posed_ellipsoid("flipped_oblique", (0, 30, 0))
+    corrupted = corrupt_labelmap(truth, np.random.default_rng(5), ("blobs",))
+    blob_centers = np.array(corrupted.applied["blobs"]["centers_mm"])
+    refinement = refine_surface(model, config, labelmap_surface(corrupted.labelmap, 0, "corrupted"),
+                                (truth.shape, truth.affine_lps), seed=1)
+    first, trimmed = refinement.counts["n_fitting_points_per_round"]
+    assert trimmed > 2 * first and trimmed == refinement.counts["n_fitting_points"]
+    assert refinement.counts["fit_steps"] == config.tim.fit_steps + config.tim.trim_steps
+    trusted = refinement.trusted_points_world_mm
+    near_blob = np.linalg.norm(trusted[:, None] - blob_centers[None], axis=-1).min(axis=1) < \
+        corrupted.applied["blobs"]["radius_mm"] + 1.0
+    assert near_blob.mean() < 0.01
+    assert dice(refinement.labelmap.array > 0, truth.array > 0) > 0.93
+    config.tim.trim_within_mm = 0.0
+    with pytest.raises(InputError, match="trim_within_mm"):
+        refine_surface(model, config, labelmap_surface(corrupted.labelmap, 0, "corrupted"),
+                       (truth.shape, truth.affine_lps))
 
 def test_refinement_refuses_a_surface_without_faces():
     model, config = ellipsoid_prior()

@@ -98,7 +98,9 @@ class TimConfig:
     surface's points (``initial_points`` drawn on it) by the template's posterior mass are trusted, and so are the
     ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``fit_steps`` Adam
     steps at ``learning_rate`` on fresh codes and the hypernetwork (template frozen) with those surface points and a
-    quarter as many uniform points; the refined surface by marching cubes on a
+    quarter as many uniform points; then ``trim_rounds`` times (0: the paper's rule) the trusted points become every
+    fitting point within ``trim_within_mm`` of the fitted surface and facing its way, and the fit continues
+    ``trim_steps`` steps on them; the refined surface by marching cubes on a
     ``mesh_resolution``³ grid over the canonical box. The safeguard: where the fitted shape and the initial disagree
     within ``keep_within_mm`` of the fitted surface, the initial's label is kept (the prior overrules gross errors,
     not the boundary's position within its accuracy; 0: the fitted shape everywhere, the paper's), and a case whose fitted surface lies on average more than
@@ -114,6 +116,9 @@ class TimConfig:
     trusted_fraction: float = 0.25
     fit_steps: int = 600
     learning_rate: float = 1e-4
+    trim_rounds: int = 0
+    trim_within_mm: float = 1.0
+    trim_steps: int = 150
     mesh_resolution: int = 256
     keep_within_mm: float = 1.0
     max_fit_residual_mm: float = 1.0

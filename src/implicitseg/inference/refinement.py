@@ -10,7 +10,8 @@ segmentation's surface with the learned shape prior.
    points of that part have no partner but them), and the refined shape keeps the cut
    (``benchmarks/ismm_cut_face.py`` measures it).
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
-   the initial surface's normals) and a quarter as many uniform points, with the training losses.
+   the initial surface's normals) and a quarter as many uniform points, with the training losses. Optionally
+   (``tim.trim_rounds``, not in the paper) the fit then continues on every fitting point it explains.
 4. Marching cubes of the fitted SDF over the canonical box, the component the trusted points lie on → world
    (inverse PICCT); the labelmap on the output grid is the fitted SDF's sign at each voxel centre, the connected
    component that holds that mesh (a field fitted to a few points can have spurious pockets far from them).
@@ -91,17 +92,23 @@ class Refinement:
 
 
 def _fit_codes(model: IsmmModel, config: IsmmConfig, points: torch.Tensor, normals: torch.Tensor,
-               generator: torch.Generator) -> tuple[IsmmModel, torch.Tensor, torch.Tensor, list[float]]:
-    """Fresh codes N(0, 0.01²) and a copy of the deformation field fitted to the trusted ``points`` / ``normals``
-    (1, K, 3) for ``tim.fit_steps`` Adam steps, the template frozen. Returns the fitted model, the codes and the
-    loss every 50 steps."""
-    fitted = copy.deepcopy(model)
+               generator: torch.Generator, steps: int, start: "FittedShape | None" = None,
+               ) -> tuple[IsmmModel, torch.Tensor, torch.Tensor, list[float]]:
+    """The deformation field and codes fitted to the surface ``points`` / ``normals`` (1, K, 3) for ``steps`` Adam
+    steps, the template frozen: from fresh codes N(0, 0.01²) and a copy of the trained deformation field, or from
+    ``start`` (a fit to continue; its model is copied). Returns the fitted model, the codes and the loss every 50
+    steps."""
+    fitted = copy.deepcopy(model if start is None else start.model)
     fitted.template.requires_grad_(False)
     fitted.hyper_codes.requires_grad_(False)
     fitted.instance_codes.requires_grad_(False)
+    fitted.deformation.requires_grad_(True)
     device = points.device
-    hyper_code = (torch.randn((1, model.hyper_codes.embedding_dim), generator=generator) * 0.01).to(device)
-    instance_code = (torch.randn((1, model.instance_codes.embedding_dim), generator=generator) * 0.01).to(device)
+    if start is None:
+        hyper_code = (torch.randn((1, model.hyper_codes.embedding_dim), generator=generator) * 0.01).to(device)
+        instance_code = (torch.randn((1, model.instance_codes.embedding_dim), generator=generator) * 0.01).to(device)
+    else:
+        hyper_code, instance_code = start.hyper_code.clone(), start.instance_code.clone()
     hyper_code.requires_grad_(True)
     instance_code.requires_grad_(True)
     optimiser = torch.optim.Adam([hyper_code, instance_code, *fitted.deformation.parameters()],
@@ -109,7 +116,7 @@ def _fit_codes(model: IsmmModel, config: IsmmConfig, points: torch.Tensor, norma
     n_uniform = max(1, points.shape[1] // 4)
     empty = points.new_zeros((1, 0, 3))
     curve = []
-    for step in range(int(config.tim.fit_steps)):
+    for step in range(int(steps)):
         uniform = (torch.rand((1, n_uniform, 3), generator=generator) * 2.0 - 1.0).to(device)
         terms = shape_losses(fitted, hyper_code, instance_code, surface_points=points, surface_normals=normals,
                              free_points=empty, free_sdf=empty[..., 0], uniform_points=uniform,
@@ -117,7 +124,7 @@ def _fit_codes(model: IsmmModel, config: IsmmConfig, points: torch.Tensor, norma
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimiser.step()
-        if step % 50 == 0 or step == config.tim.fit_steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             curve.append(float(terms["total"].detach()))
     fitted.eval()
     return fitted, hyper_code.detach(), instance_code.detach(), curve
@@ -195,22 +202,45 @@ class TrustedPoints:
     n_trusted_registered: int
 
 
-def trusted_points(initial_world_mm: Mesh, alignment: Alignment, config: IsmmConfig,
-                   rng: np.random.Generator) -> TrustedPoints:
+def trusted_points(dense_world_mm: tuple[np.ndarray, np.ndarray], alignment: Alignment,
+                   config: IsmmConfig) -> TrustedPoints:
     """The top ``tim.trusted_fraction`` registered points by posterior mass, and about one fitting point per trusted
-    point: of ``tim.fitting_points`` dense points on the initial surface, those whose nearest registered point is
-    trusted."""
-    tim = config.tim
+    point: of the ``dense_world_mm`` points (T, 3) and outward normals (T, 3) on the initial surface (``tim.
+    fitting_points`` of them), those whose nearest registered point is trusted."""
     used = alignment.used
-    n_trusted = max(4, int(round(tim.trusted_fraction * len(used))))
+    n_trusted = max(4, int(round(config.tim.trusted_fraction * len(used))))
     trusted_sample = used[np.argsort(-alignment.posterior_mass, kind="stable")[:n_trusted]]
-    dense_points, dense_normals = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces,
-                                                  int(tim.fitting_points), rng)
+    dense_points, dense_normals = dense_world_mm
     registered = np.zeros(len(alignment.initial_points_world_mm), dtype=bool)
     registered[trusted_sample] = True
     nearest = cKDTree(alignment.initial_points_world_mm[used]).query(dense_points)[1]
     keep = registered[used[nearest]]
     return TrustedPoints(dense_points[keep], dense_normals[keep], n_trusted)
+
+
+def consistent_points(fitted: "FittedShape", picct: Picct, dense_world_mm: tuple[np.ndarray, np.ndarray],
+                      config: IsmmConfig, *, batch_points: int = 16_384) -> np.ndarray:
+    """(T,) bool: which of the initial surface's ``dense_world_mm`` points (T, 3) and outward normals (T, 3) the
+    fitted shape explains: within ``tim.trim_within_mm`` of its zero level (|SDF| in world mm: canonical units /
+    (global scale × the case's PICCT scale)) and facing the same way (the normal at less than 90° from the fitted
+    SDF's gradient; a hole's wall faces inwards)."""
+    points, normals = dense_world_mm
+    device = next(fitted.model.parameters()).device
+    canonical = torch.as_tensor(picct.world_to_canonical(points), dtype=torch.float32, device=device)
+    normals_canonical = torch.as_tensor(normals @ picct.similarity.rotation.T, dtype=torch.float32, device=device)
+    mm_per_unit = 1.0 / (picct.global_scale * picct.similarity.scale)
+    explained = np.zeros(len(points), dtype=bool)
+    with torch.no_grad():
+        weights = fitted.model.deformation.weights(fitted.hyper_code)
+    with torch.enable_grad():
+        for start in range(0, len(points), batch_points):
+            chunk = canonical[start:start + batch_points].clone().requires_grad_(True)
+            sdf = fitted.model.instance_sdf(chunk[None], fitted.hyper_code, fitted.instance_code, weights)["sdf"][0]
+            gradient = torch.autograd.grad(sdf.sum(), chunk)[0]
+            facing = (gradient * normals_canonical[start:start + batch_points]).sum(dim=-1) > 0
+            near = sdf.detach().abs() * mm_per_unit <= config.tim.trim_within_mm
+            explained[start:start + batch_points] = (near & facing).cpu().numpy()
+    return explained
 
 
 @dataclass
@@ -224,14 +254,20 @@ class FittedShape:
     loss_curve: list[float]
 
 
-def fit_shape(model: IsmmModel, config: IsmmConfig, picct: Picct, trusted: TrustedPoints, seed: int) -> FittedShape:
-    """The prior fitted to the trusted points (mapped to the canonical frame by ``picct``)."""
+def fit_shape(model: IsmmModel, config: IsmmConfig, picct: Picct, trusted: TrustedPoints, seed: int, *,
+              steps: int | None = None, start: FittedShape | None = None) -> FittedShape:
+    """The prior fitted to the trusted points (mapped to the canonical frame by ``picct``) for ``steps`` (default
+    ``tim.fit_steps``), from fresh codes or continuing ``start``."""
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(int(config.tim.seed) + int(seed))
+    generator = torch.Generator().manual_seed(int(config.tim.seed) + int(seed) + (0 if start is None else 1))
     points = torch.as_tensor(picct.world_to_canonical(trusted.points_world_mm), dtype=torch.float32, device=device)
     normals = torch.as_tensor(trusted.normals_world @ picct.similarity.rotation.T, dtype=torch.float32,
                               device=device)
-    return FittedShape(*_fit_codes(model, config, points[None], normals[None], generator))
+    steps = int(config.tim.fit_steps if steps is None else steps)
+    fitted = FittedShape(*_fit_codes(model, config, points[None], normals[None], generator, steps, start))
+    if start is not None:
+        fitted.loss_curve = [*start.loss_curve, *fitted.loss_curve]
+    return fitted
 
 
 def fitted_mesh_world_mm(fitted: FittedShape, config: IsmmConfig, picct: Picct, trusted: TrustedPoints) -> Mesh:
@@ -246,10 +282,16 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
                    output_grid: tuple[tuple[int, int, int], np.ndarray], *, label_value: int = 1,
                    seed: int = 0) -> Refinement:
     """Refine the initial surface (world LPS mm, closed) with the run's prior; the labelmap on ``output_grid``
-    (shape, index → world affine) carries ``label_value``."""
+    (shape, index → world affine) carries ``label_value``. With ``tim.trim_rounds`` > 0, after the first fit the
+    trusted points become, round by round, every fitting point the fit explains (:func:`consistent_points`) and the
+    fit continues ``tim.trim_steps`` steps on them (a trimmed fit: the rest of the initial surface is no longer left
+    unconstrained, its wrong parts still are)."""
     tim = config.tim
     if not 0.0 < tim.trusted_fraction <= 1.0:
         raise InputError(f"tim.trusted_fraction must be in (0, 1], got {tim.trusted_fraction}")
+    if tim.trim_rounds < 0 or (tim.trim_rounds > 0 and not (tim.trim_within_mm > 0 and tim.trim_steps > 0)):
+        raise InputError(f"tim.trim_rounds must be >= 0, and with rounds tim.trim_within_mm and tim.trim_steps > 0; "
+                         f"got {tim.trim_rounds}, {tim.trim_within_mm}, {tim.trim_steps}")
     if len(initial_world_mm.faces) == 0 or not initial_world_mm.face_areas_mm2.sum() > 0:
         raise InputError("the initial segmentation's surface has no faces")
     timings: dict[str, float] = {}
@@ -262,11 +304,20 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
 
     start = time.perf_counter()
     alignment = align_initial(initial_points, template_mm, config, seed)
-    trusted = trusted_points(initial_world_mm, alignment, config, rng)
+    dense = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, int(tim.fitting_points), rng)
+    trusted = trusted_points(dense, alignment, config)
     timings["alignment_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     fitted = fit_shape(model, config, alignment.picct, trusted, seed)
+    fitting_points_per_round = [int(len(trusted.points_world_mm))]
+    for _ in range(int(tim.trim_rounds)):
+        explained = consistent_points(fitted, alignment.picct, dense, config)
+        if explained.sum() < 4:  # the fit explains (almost) nothing: keep what it was fitted to
+            break
+        trusted = TrustedPoints(dense[0][explained], dense[1][explained], trusted.n_trusted_registered)
+        fitted = fit_shape(model, config, alignment.picct, trusted, seed, steps=tim.trim_steps, start=fitted)
+        fitting_points_per_round.append(int(explained.sum()))
     timings["fitting_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -277,7 +328,9 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     timings["voxelise_s"] = time.perf_counter() - start
     counts = {"n_registered_points": int(len(alignment.used)), "n_trusted_registered": trusted.n_trusted_registered,
               "n_fitting_points": int(len(trusted.points_world_mm)),
-              "fit_steps": int(tim.fit_steps), "fit_loss_curve": fitted.loss_curve,
+              "n_fitting_points_per_round": fitting_points_per_round, "n_dense_points": int(len(dense[0])),
+              "fit_steps": int(tim.fit_steps) + int(tim.trim_steps) * (len(fitting_points_per_round) - 1),
+              "fit_loss_curve": fitted.loss_curve,
               "alignment_scale": alignment.picct.similarity.scale,
               "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
     return Refinement(mesh, labelmap, alignment.picct, trusted.points_world_mm, timings, counts)
