@@ -19,10 +19,11 @@ Gaussian-smoothed isosurface; and, after refinement, the share of the voxels the
 regrew (``regrown``) and of those it wrongly had that it removed (``removed``); per initial segmentation, what the
 safeguard decided (``prediction.json``'s ``safeguard``: ``guarded``, ``initial`` or ``refined``) and the worst
 per-case DSC change.
-With ``--tune-cases K``, the safeguard's ``tim.max_overruled_fraction`` is first chosen without the held-out cases:
-K cases of another seed (seen by neither the prior nor the table) get the same initial segmentations and are refined
-with that fallback off; the largest threshold under which none of their rows loses more than ``--max-dice-loss``
-DSC (:func:`choose_max_overruled`) is then the setting the held-out cases are refined with (``tuning`` in the JSON,
+With ``--tune-cases K``, a fallback of the safeguard is first chosen without the held-out cases (``--tune-score``:
+``overruled_fraction`` → ``tim.max_overruled_fraction``, ``trusted_share`` → ``tim.min_trusted_share``): K cases of
+another seed (seen by neither the prior nor the table) get the same initial segmentations and are refined with the
+fallbacks off; the loosest threshold under which none of their rows loses more than ``--max-dice-loss``
+DSC (:func:`choose_fallback`) is then the setting the held-out cases are refined with (``tuning`` in the JSON,
 every tuning row with its score and DSC change; per initial segmentation the median and worst DSC change,
 ``--tune-only`` stops there). ``--set tim.KEY=VALUE --tag NAME`` refines the tuning and held-out
 cases with other settings (the same prior and U-Net), into OUT/variants/NAME/ and OUT/tune/variants/NAME/.
@@ -147,6 +148,11 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
         if rows_file.is_file():
             kept = json.loads(rows_file.read_text())
             if all(r.get("settings", []) == assignments for r in kept):
+                for row in kept:  # rows of an older revision lack later scores: read them from the prediction
+                    if any(key not in row["consistency"] for key in FALLBACKS):
+                        prediction = where / "refined" / name / row["case"] / "prediction.json"
+                        counts = json.loads(prediction.read_text())["counts"]
+                        row["consistency"]["trusted_share"] = counts["n_fitting_points"] / counts["n_dense_points"]
                 rows += kept
                 continue
         started = time.perf_counter()
@@ -167,7 +173,7 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
                                 "settings": assignments, "safeguard": guard.get("decision", "none"),
                                 # the scores a safeguard rule can use (no ground truth), kept per case to choose one
                                 "consistency": {key: guard.get(key) for key in
-                                                ("fit_residual_mm", "overruled_fraction")},
+                                                ("fit_residual_mm", *FALLBACKS)},
                                 "refine_s": record["timings"]["total_s"]})
         timings[f"{timing_prefix}refine_{name}_s_per_case"] = elapsed / max(len(records), 1)
         write_json(rows_file, source_rows)
@@ -175,18 +181,28 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
     return rows
 
 
-def choose_max_overruled(rows: list[dict], max_dice_loss: float) -> dict:
-    """The largest ``tim.max_overruled_fraction`` under which no row of ``rows`` (refined with the fallback off)
-    loses more than ``max_dice_loss`` DSC: a row whose ``overruled_fraction`` is above it keeps its initial
-    segmentation (change 0). Candidates: 1 (off), every row's own fraction and 0; ``safe`` is false where even 0
-    leaves a row losing more."""
-    scored = [(row["consistency"]["overruled_fraction"], row["after"]["dice"] - row["before"]["dice"])
-              for row in rows]
-    for threshold in sorted({0.0, 1.0, *(fraction for fraction, _ in scored)}, reverse=True):
-        kept = [delta for fraction, delta in scored if fraction <= threshold]
-        changes = [delta if fraction <= threshold else 0.0 for fraction, delta in scored]  # a fallback changes nothing
-        result = {"max_overruled_fraction": threshold, "n_rows": len(rows), "n_fall_back": len(rows) - len(kept),
-                  "worst_dice_change": min(changes, default=0.0), "median_dice_change": statistics.median(changes),
+FALLBACKS = {"overruled_fraction": ("tim.max_overruled_fraction", "above", 1.0),
+             "trusted_share": ("tim.min_trusted_share", "below", 0.0)}
+"""The safeguard's fallbacks a tuning can choose: score → (setting, where a row falls back, the setting's off value)."""
+
+
+def choose_fallback(rows: list[dict], score: str, max_dice_loss: float) -> dict:
+    """The loosest threshold of the fallback on ``score`` (:data:`FALLBACKS`) under which no row of ``rows`` (refined
+    with the fallback off) loses more than ``max_dice_loss`` DSC: a row whose score is beyond it keeps its initial
+    segmentation (change 0). Candidates: the off value, every row's own score, then the strictest (0 for a maximum,
+    1 for a minimum); ``safe`` is false where even that leaves a row losing more."""
+    setting, falls_back_when, off = FALLBACKS[score]
+    scored = [(row["consistency"][score], row["after"]["dice"] - row["before"]["dice"]) for row in rows]
+    candidates = sorted({0.0, 1.0, *(value for value, _ in scored)}, reverse=falls_back_when == "above")
+    for threshold in candidates:
+        def falls_back(value: float) -> bool:
+            return value > threshold if falls_back_when == "above" else value < threshold
+
+        kept = [delta for value, delta in scored if not falls_back(value)]
+        changes = [0.0 if falls_back(value) else delta for value, delta in scored]  # a fallback changes nothing
+        result = {"score": score, "setting": setting, "threshold": threshold, "n_rows": len(rows),
+                  "n_fall_back": len(rows) - len(kept), "worst_dice_change": min(changes, default=0.0),
+                  "median_dice_change": statistics.median(changes),
                   "safe": not kept or min(kept) >= -max_dice_loss}
         if result["safe"]:
             break
@@ -214,8 +230,10 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24, help="training shapes")
     parser.add_argument("--test-cases", type=int, default=None, help="held-out cases (default: cases // 5)")
     parser.add_argument("--tune-cases", type=int, default=0,
-                        help="cases of another seed, seen by neither the prior nor the table, on which "
-                             "tim.max_overruled_fraction is chosen (0: the preset's value)")
+                        help="cases of another seed, seen by neither the prior nor the table, on which the "
+                             "fallback of --tune-score is chosen (0: the preset's value)")
+    parser.add_argument("--tune-score", choices=tuple(FALLBACKS), default="overruled_fraction",
+                        help="the safeguard's score whose fallback threshold the tuning chooses")
     parser.add_argument("--max-dice-loss", type=float, default=0.01,
                         help="the DSC a tuning case may lose under the chosen threshold")
     parser.add_argument("--seed", type=int, default=5)
@@ -237,6 +255,9 @@ def main() -> None:
         raise SystemExit("--set needs --tag NAME, so that the rows of the preset's settings are kept")
     if args.tune_only and args.tune_cases <= 0:
         raise SystemExit("--tune-only needs --tune-cases K")
+    tuned = {setting for setting, _, _ in FALLBACKS.values()}
+    if args.tune_cases > 0 and any(assignment.split("=")[0] in tuned for assignment in args.assignments):
+        raise SystemExit(f"with --tune-cases the tuning chooses the fallback: do not --set {' or '.join(sorted(tuned))}")
 
     from implicitseg.io.atomic import write_json
     from implicitseg.io.dataset import load_dataset
@@ -280,7 +301,7 @@ def main() -> None:
                                 tune / "variants" / args.tag if args.tag else tune,
                                 [*assignments, "tim.max_overruled_fraction=1"], timings,
                                 f"{args.tag}_tune_" if args.tag else "tune_")
-        tuning = {**choose_max_overruled(tune_rows, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
+        tuning = {**choose_fallback(tune_rows, args.tune_score, args.max_dice_loss), "max_dice_loss": args.max_dice_loss,
                   "by_initial": tuning_summary(tune_rows, args.max_dice_loss),
                   "rows": [{"initial": r["initial"], "case": r["case"], **r["consistency"],
                             "dice_change": r["after"]["dice"] - r["before"]["dice"]} for r in tune_rows]}
@@ -294,9 +315,9 @@ def main() -> None:
                        {"tuning": tuning, "settings": assignments, "timings": timings})
             write_json(timings_file, timings)
             return
-        assignments.append(f"tim.max_overruled_fraction={tuning['max_overruled_fraction']:.6g}")
-        print(f"tuning ({len(tune_images)} cases, {len(tune_rows)} rows): tim.max_overruled_fraction "
-              f"{tuning['max_overruled_fraction']:.3f} ({tuning['n_fall_back']} rows fall back; worst DSC change "
+        assignments.append(f"{tuning['setting']}={tuning['threshold']:.6g}")
+        print(f"tuning ({len(tune_images)} cases, {len(tune_rows)} rows): {tuning['setting']} "
+              f"{tuning['threshold']:.3f} ({tuning['n_fall_back']} rows fall back; worst DSC change "
               f"of the rest {tuning['worst_dice_change']:+.3f})", flush=True)
         write_json(timings_file, timings)
 

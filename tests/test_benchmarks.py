@@ -54,22 +54,26 @@ def test_learning_curves_measure_each_segment_and_resume_where_they_stopped(tmp_
     assert other.returncode != 0 and "was measured with [], not ['train.learning_rate=5e-4']" in other.stderr
 
 
-def test_the_overruled_threshold_is_the_largest_that_keeps_every_tuning_case_within_the_loss(monkeypatch) -> None:
+def test_the_fallback_threshold_is_the_loosest_that_keeps_every_tuning_case_within_the_loss(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    from ismm_table import choose_max_overruled
+    from ismm_table import choose_fallback
 
     def row(fraction: float, change: float) -> dict:
-        return {"consistency": {"overruled_fraction": fraction}, "before": {"dice": 0.9},
-                "after": {"dice": 0.9 + change}}
+        return {"consistency": {"overruled_fraction": fraction, "trusted_share": 1.0 - fraction},
+                "before": {"dice": 0.9}, "after": {"dice": 0.9 + change}}
 
     rows = [row(0.1, 0.02), row(0.3, -0.005), row(0.5, -0.05), row(0.7, 0.01)]
-    chosen = choose_max_overruled(rows, 0.01)
-    assert chosen["max_overruled_fraction"] == 0.3 and chosen["n_fall_back"] == 2 and chosen["safe"]
-    assert chosen["worst_dice_change"] == pytest.approx(-0.005)
-    assert choose_max_overruled(rows, 0.1)["max_overruled_fraction"] == 1.0  # every loss allowed: the fallback off
-    unsafe = choose_max_overruled([row(0.0, -0.2), row(0.4, 0.01)], 0.01)
-    assert unsafe["max_overruled_fraction"] == 0.0 and not unsafe["safe"]
-
+    chosen = choose_fallback(rows, "overruled_fraction", 0.01)
+    assert chosen["setting"] == "tim.max_overruled_fraction" and chosen["threshold"] == 0.3
+    assert chosen["n_fall_back"] == 2 and chosen["safe"] and chosen["worst_dice_change"] == pytest.approx(-0.005)
+    assert choose_fallback(rows, "overruled_fraction", 0.1)["threshold"] == 1.0  # every loss allowed: off
+    unsafe = choose_fallback([row(0.0, -0.2), row(0.4, 0.01)], "overruled_fraction", 0.01)
+    assert unsafe["threshold"] == 0.0 and not unsafe["safe"]
+    # a minimum: rows whose share is below it fall back; the same rows as above, mirrored
+    chosen = choose_fallback(rows, "trusted_share", 0.01)
+    assert chosen["setting"] == "tim.min_trusted_share" and chosen["threshold"] == pytest.approx(0.7)
+    assert chosen["n_fall_back"] == 2 and chosen["safe"]
+    assert choose_fallback(rows, "trusted_share", 0.1)["threshold"] == 0.0  # off
 
 
 def test_the_tuning_summary_counts_every_row_that_loses_more_than_the_allowed_dice(monkeypatch) -> None:
@@ -94,3 +98,8 @@ def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_
                              "--set", "tim.trusted_fraction=0.5"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0 and "--set needs --tag NAME" in result.stderr
     assert not any(tmp_path.iterdir())  # refused before anything was written
+    tuned = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
+                            "--tune-cases", "2", "--set", "tim.min_trusted_share=0.5", "--tag", "t"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert tuned.returncode != 0 and "the tuning chooses the fallback" in tuned.stderr
+    assert not any(tmp_path.iterdir())

@@ -264,3 +264,21 @@ def test_the_safeguard_keeps_the_initial_when_the_fit_would_replace_most_of_it()
     assert guard.decision == "initial" and "max_overruled_fraction" in guard.reason
     assert np.array_equal(guard.labelmap.array > 0, initial.array > 0)
     assert guard.to_json()["overruled_fraction"] == guard.overruled_fraction
+
+
+def test_the_safeguard_keeps_the_initial_when_the_fit_explains_too_little_of_it():
+    affine = AFFINE_CASES["flipped_oblique"]
+    center = index_to_world(np.array([[20.0, 20.0, 20.0]]), affine)[0]
+    refinement = _sphere_refinement(affine, center, 10.0, 0.0)
+    refinement.counts.update(n_fitting_points=300, n_dense_points=1000)  # the last fit used 30 % of the surface
+    initial = Volume(_ball(refinement.labelmap.shape, affine, center, 10.3).astype(np.uint8), affine)
+    _, config = ellipsoid_prior()
+    guard = safeguard(refinement, initial, config)
+    assert guard.decision == "guarded" and guard.trusted_share == pytest.approx(0.3)  # the default (0) never
+    config.tim.min_trusted_share = 0.5
+    guard = safeguard(refinement, initial, config)
+    assert guard.decision == "initial" and "min_trusted_share" in guard.reason
+    assert np.array_equal(guard.labelmap.array > 0, initial.array > 0)
+    assert guard.to_json()["trusted_share"] == pytest.approx(0.3)
+    config.tim.min_trusted_share = 0.25
+    assert safeguard(refinement, initial, config).decision == "guarded"

@@ -106,7 +106,9 @@ class TimConfig:
     not the boundary's position within its accuracy; 0: the fitted shape everywhere, the paper's), and a case whose fitted surface lies on average more than
     ``max_fit_residual_mm`` from the trusted points keeps its initial segmentation (0: never), as does one where more
     than ``max_overruled_fraction`` of the initial's boundary lies farther than ``keep_within_mm`` from the fitted
-    surface (1: never; the fit would replace the initial rather than repair it)."""
+    surface (1: never; the fit would replace the initial rather than repair it), and one whose fit was last fitted to
+    less than ``min_trusted_share`` of the initial surface's fitting points (0: never; with ``trim_rounds``, the share
+    the fit explains)."""
 
     template_points: int = 3000
     initial_points: int = 4000
@@ -123,6 +125,7 @@ class TimConfig:
     keep_within_mm: float = 1.0
     max_fit_residual_mm: float = 1.0
     max_overruled_fraction: float = 1.0
+    min_trusted_share: float = 0.0
     seed: int = 0
 
 

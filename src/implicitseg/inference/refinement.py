@@ -341,21 +341,23 @@ class Safeguard:
     """What a refinement may change (:func:`safeguard`): ``decision`` ``refined`` (the fitted shape everywhere),
     ``guarded`` (the fitted shape where it is far from the initial's boundary) or ``initial`` (the fit is not
     trusted), the ``labelmap`` that decision gives, the consistency scores ``fit_residual_mm`` (mean distance of the
-    trusted points to the fitted surface) and ``overruled_fraction`` (share of the initial's boundary voxels farther
-    than ``tim.keep_within_mm`` from the fitted surface: what the refinement would overrule), how many voxels kept
-    the initial's label against the fit, and the ``reason`` in words."""
+    trusted points to the fitted surface), ``overruled_fraction`` (share of the initial's boundary voxels farther
+    than ``tim.keep_within_mm`` from the fitted surface: what the refinement would overrule) and ``trusted_share``
+    (share of the initial surface's fitting points the fit was last fitted to: with ``tim.trim_rounds``, those the
+    fit explains), how many voxels kept the initial's label against the fit, and the ``reason`` in words."""
 
     decision: str
     labelmap: Volume
     fit_residual_mm: float
     overruled_fraction: float
+    trusted_share: float
     n_voxels_kept: int
     reason: str
 
     def to_json(self) -> dict:
         return {"decision": self.decision, "fit_residual_mm": self.fit_residual_mm,
-                "overruled_fraction": self.overruled_fraction, "n_voxels_kept_from_initial": self.n_voxels_kept,
-                "reason": self.reason}
+                "overruled_fraction": self.overruled_fraction, "trusted_share": self.trusted_share,
+                "n_voxels_kept_from_initial": self.n_voxels_kept, "reason": self.reason}
 
 
 def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConfig) -> Safeguard:
@@ -363,7 +365,9 @@ def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConf
     ``tim.max_fit_residual_mm`` from the trusted points, the prior did not explain the initial's trustworthy part and
     the case keeps ``initial_labelmap`` (on the refined labelmap's grid, nearest); so does a case where more than
     ``tim.max_overruled_fraction`` of the initial's boundary lies farther than ``tim.keep_within_mm`` from the fitted
-    surface (the fit would replace most of the initial, not repair it). Otherwise a voxel where the two
+    surface (the fit would replace most of the initial, not repair it), and one whose fit was last fitted to less
+    than ``tim.min_trusted_share`` of the initial surface (with ``tim.trim_rounds``: the prior explains too little of
+    it). Otherwise a voxel where the two
     disagree within ``tim.keep_within_mm`` of the fitted surface keeps the initial's label: the prior overrules the
     initial on gross errors (holes, blobs, a missing part, all far from its surface), not on where within its own
     accuracy the boundary lies."""
@@ -381,19 +385,25 @@ def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConf
     overruled = (float(np.mean(surface.query(index_to_world(boundary.astype(np.float64), refined.affine_lps),
                                              distance_upper_bound=tim.keep_within_mm)[0] > tim.keep_within_mm))
                  if len(boundary) else 1.0)
+    counts = refinement.counts
+    share = counts["n_fitting_points"] / counts["n_dense_points"] if counts.get("n_dense_points") else float("nan")
     as_initial = Volume(np.where(initial_array, label_value, 0).astype(np.uint8), refined.affine_lps)
+    scores = (residual, overruled, share)
     if tim.max_fit_residual_mm > 0 and not residual <= tim.max_fit_residual_mm:
-        return Safeguard("initial", as_initial, residual, overruled, int(initial_array.sum()),
+        return Safeguard("initial", as_initial, *scores, int(initial_array.sum()),
                          f"the fitted surface lies {residual:.2f} mm from the trusted points on average (more than "
                          f"tim.max_fit_residual_mm {tim.max_fit_residual_mm:g}): the initial segmentation is kept")
     if overruled > tim.max_overruled_fraction:
-        return Safeguard("initial", as_initial, residual, overruled, int(initial_array.sum()),
+        return Safeguard("initial", as_initial, *scores, int(initial_array.sum()),
                          f"{overruled:.0%} of the initial's boundary lies farther than {tim.keep_within_mm:g} mm from "
                          f"the fitted surface (more than tim.max_overruled_fraction {tim.max_overruled_fraction:g}): "
                          f"the initial segmentation is kept")
+    if tim.min_trusted_share > 0 and not share >= tim.min_trusted_share:
+        return Safeguard("initial", as_initial, *scores, int(initial_array.sum()),
+                         f"the fit was last fitted to {share:.0%} of the initial surface (less than "
+                         f"tim.min_trusted_share {tim.min_trusted_share:g}): the initial segmentation is kept")
     if tim.keep_within_mm <= 0:
-        return Safeguard("refined", refined, residual, overruled, 0,
-                         "tim.keep_within_mm is 0: the fitted shape everywhere")
+        return Safeguard("refined", refined, *scores, 0, "tim.keep_within_mm is 0: the fitted shape everywhere")
     refined_array = np.asarray(refined.array > 0)
     differ = np.argwhere(initial_array != refined_array)
     near = np.zeros(len(differ), dtype=bool)
@@ -404,6 +414,6 @@ def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConf
     kept = differ[near]
     guarded[tuple(kept.T)] = initial_array[tuple(kept.T)]
     return Safeguard("guarded", Volume(np.where(guarded, label_value, 0).astype(np.uint8), refined.affine_lps),
-                     residual, overruled, int(len(kept)),
+                     *scores, int(len(kept)),
                      f"fitted surface {residual:.2f} mm from the trusted points on average; {len(kept)} voxels within "
                      f"{tim.keep_within_mm:g} mm of it keep the initial's label")
