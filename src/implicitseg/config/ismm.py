@@ -118,7 +118,7 @@ class TimConfig:
     trusted_fraction: float = 0.25
     fit_steps: int = 600
     learning_rate: float = 1e-4
-    trim_rounds: int = 0
+    trim_rounds: int = 2
     trim_within_mm: float = 1.0
     trim_steps: int = 150
     mesh_resolution: int = 256

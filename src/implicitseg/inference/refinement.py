@@ -10,8 +10,8 @@ segmentation's surface with the learned shape prior.
    points of that part have no partner but them), and the refined shape keeps the cut
    (``benchmarks/ismm_cut_face.py`` measures it).
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
-   the initial surface's normals) and a quarter as many uniform points, with the training losses. Optionally
-   (``tim.trim_rounds``, not in the paper) the fit then continues on every fitting point it explains.
+   the initial surface's normals) and a quarter as many uniform points, with the training losses. Then
+   (``tim.trim_rounds``, 2; not in the paper, 0 turns it off) the fit continues on every fitting point it explains.
 4. Marching cubes of the fitted SDF over the canonical box, the component the trusted points lie on → world
    (inverse PICCT); the labelmap on the output grid is the fitted SDF's sign at each voxel centre, the connected
    component that holds that mesh (a field fitted to a few points can have spurious pockets far from them).
