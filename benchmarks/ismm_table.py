@@ -148,11 +148,6 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
         if rows_file.is_file():
             kept = json.loads(rows_file.read_text())
             if all(r.get("settings", []) == assignments for r in kept):
-                for row in kept:  # rows of an older revision lack later scores: read them from the prediction
-                    if any(key not in row["consistency"] for key in FALLBACKS):
-                        prediction = where / "refined" / name / row["case"] / "prediction.json"
-                        counts = json.loads(prediction.read_text())["counts"]
-                        row["consistency"]["trusted_share"] = counts["n_fitting_points"] / counts["n_dense_points"]
                 rows += kept
                 continue
         started = time.perf_counter()
