@@ -130,6 +130,11 @@ def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root:
     return folders, truth_of
 
 
+def only(initial_dirs: dict[str, Path], names: list[str] | None) -> dict[str, Path]:
+    """The initial segmentations among ``names`` (all of them for None)."""
+    return {name: folder for name, folder in initial_dirs.items() if names is None or name in names}
+
+
 def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], truth_of: dict, where: Path,
                 assignments: list[str], timings: dict, timing_prefix: str) -> list[dict]:
     """Refine every initial segmentation of ``images`` with ``run`` (``--set`` ``assignments``) and score it before
@@ -243,6 +248,8 @@ def main() -> None:
     parser.add_argument("--tag", default=None,
                         help="name of these settings: their rows and table go to OUT/variants/TAG, the trained "
                              "prior and U-Net are shared")
+    parser.add_argument("--initials", nargs="+", choices=(*CORRUPTIONS, "unet"), default=None,
+                        help="refine only these initial segmentations (default: every one)")
     parser.add_argument("--tune-only", action="store_true",
                         help="stop after the tuning cases (judge settings there, the held-out cases untouched)")
     args = parser.parse_args()
@@ -292,7 +299,7 @@ def main() -> None:
         tune_images = sorted(case.image for case in load_dataset(tune / "dataset").training)
         tune_dirs, tune_truth = initial_segmentations(tune / "dataset", tune / "dataset" / "labelsTr", tune_images,
                                                       tune / "initial", args.seed, unet_run)
-        tune_rows = refine_rows(run, tune_images, tune_dirs, tune_truth,
+        tune_rows = refine_rows(run, tune_images, only(tune_dirs, args.initials), tune_truth,
                                 tune / "variants" / args.tag if args.tag else tune,
                                 [*assignments, "tim.max_overruled_fraction=1"], timings,
                                 f"{args.tag}_tune_" if args.tag else "tune_")
@@ -319,6 +326,7 @@ def main() -> None:
     test_images = sorted(load_dataset(dataset).test)
     initial_dirs, truth_of = initial_segmentations(dataset, dataset / "labelsTs", test_images, out / "initial",
                                                    args.seed, unet_run)
+    initial_dirs = only(initial_dirs, args.initials)
     rows = refine_rows(run, test_images, initial_dirs, truth_of, variant, assignments, timings,
                        f"{args.tag}_" if args.tag else "")
     write_json(timings_file, timings)

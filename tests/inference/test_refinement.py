@@ -131,6 +131,35 @@ def test_trusted_points_avoid_spurious_blobs():
 
 
 
+@pytest.mark.parametrize("kinds", [("missing_part",), ("holes",)])
+def test_a_trimmed_alignment_and_the_template_rule_do_not_trust_a_cut_face_or_a_holes_wall(kinds):
+    # CPD matches every point, the cut face's too, and misplaces the damaged shape; the paper's rule (posterior mass)
+    # then trusts the cut face as often as the true surface. The trimmed registration on the template's field puts
+    # the intact part on the template, and the template rule trusts the points nearest it.
+    model, config = ellipsoid_prior()
+    config.tim.trim_rounds = 0
+    truth, _, _ = posed_ellipsoid("flipped_oblique", (20, -30, 50))
+    corrupted = corrupt_labelmap(truth, np.random.default_rng(2), kinds).labelmap
+    surface, grid = labelmap_surface(corrupted, 0, "corrupted"), (truth.shape, truth.affine_lps)
+    truth_mesh = labelmap_surface(truth, 0, "truth")
+    wrong_share, misplaced_mm = {}, {}
+    for rule, align_trim_fraction in (("posterior", 0.0), ("template", 0.75)):
+        config.tim.trust_rule, config.tim.align_trim_fraction = rule, align_trim_fraction
+        refinement = refine_surface(model, config, surface, grid, seed=0)
+        trusted = refinement.trusted_points_world_mm
+        assert abs(len(trusted) / config.tim.fitting_points - config.tim.trusted_fraction) < 0.1
+        wrong_share[rule] = float(np.mean(point_to_mesh_distance_mm(trusted, truth_mesh) > 1.5))
+        # the true surface in the case's canonical frame: distance (mm) to the template's ellipsoid
+        canonical = refinement.picct.world_to_canonical(truth_mesh.vertices_world_mm)
+        misplaced_mm[rule] = float(np.median(np.abs(np.linalg.norm(canonical / SEMI_AXES_CANONICAL.numpy(), axis=1)
+                                                    - 1.0)) * 12.0)  # about mm: the shortest semi-axis is 12 mm
+    assert misplaced_mm["template"] < 0.5, misplaced_mm
+    assert wrong_share["template"] < 0.02 and wrong_share["template"] < wrong_share["posterior"], wrong_share
+    config.tim.align_trim_fraction = 1.5
+    with pytest.raises(InputError, match="align_trim_fraction"):
+        refine_surface(model, config, surface, grid)
+
+
 class EllipsoidShape(torch.nn.Module):
     """A 'fitted shape' whose SDF is the template ellipsoid's (no deformation)."""
 

@@ -12,6 +12,8 @@ from implicitseg.config.sections import OptimisationConfig
 
 ALIGNMENT_STARTS = ("principal-axes", "world")
 """``tim.alignment_start``: where CPD starts (see :class:`TimConfig`)."""
+TRUST_RULES = ("posterior", "template")
+"""``tim.trust_rule``: which of the initial surface's points the first fit trusts (see :class:`TimConfig`)."""
 
 
 @dataclass(kw_only=True)
@@ -94,9 +96,13 @@ class TimConfig:
     """Refinement of an initial segmentation (spec "Template interaction module"): CPD onto the template surface
     (``template_points`` of it, outlier weight ``outlier_weight``, started from ``alignment_start``: ``world``, the
     case's own pose in patient coordinates, or ``principal-axes``, the best of four principal-axes poses, for shapes
-    in any pose), the top ``trusted_fraction`` of the initial
+    in any pose), then, with ``align_trim_fraction`` > 0 (not the paper's), ``align_steps`` of a trimmed
+    registration on the template's field: the pose that brings the nearest ``align_trim_fraction`` of those points
+    closest to its surface; ``trust_rule`` ``posterior`` (the paper's): the top ``trusted_fraction`` of the initial
     surface's points (``initial_points`` drawn on it) by the template's posterior mass are trusted, and so are the
-    ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``fit_steps`` Adam
+    ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``template``: the
+    ``trusted_fraction`` of the fitting points nearest the aligned template's surface, those facing its way first
+    (not the paper's: a cut face lies inside the template, the posterior trusts it); ``fit_steps`` Adam
     steps at ``learning_rate`` on fresh codes and the hypernetwork (template frozen) with those surface points and a
     quarter as many uniform points; then ``trim_rounds`` times (0: the paper's rule) the trusted points become every
     fitting point within ``trim_within_mm`` of the fitted surface and facing its way, and the fit continues
@@ -115,6 +121,9 @@ class TimConfig:
     alignment_start: str = choice("world", ALIGNMENT_STARTS)
     fitting_points: int = 16_000
     outlier_weight: float = 0.2
+    align_trim_fraction: float = 0.0
+    align_steps: int = 400
+    trust_rule: str = choice("posterior", TRUST_RULES)
     trusted_fraction: float = 0.25
     fit_steps: int = 600
     learning_rate: float = 1e-4

@@ -8,7 +8,8 @@ segmentation's surface with the learned shape prior.
    and so are the denser fitting points (``tim.fitting_points`` on the initial surface) nearest to them. When a
    part is missing, this rule trusts the points of the cut face as often as the true surface's (the template's
    points of that part have no partner but them), and the refined shape keeps the cut
-   (``benchmarks/ismm_cut_face.py`` measures it).
+   (``benchmarks/ismm_cut_face.py`` measures it). ``tim.trust_rule`` ``template`` (not the paper's) trusts instead
+   the fitting points nearest the aligned template's surface and facing its way.
 3. Fresh codes, template frozen: the codes and the hypernetwork are fitted to the trusted points (surface, with
    the initial surface's normals) and a quarter as many uniform points, with the training losses. Then
    (``tim.trim_rounds``, 2; not in the paper, 0 turns it off) the fit continues on every fitting point it explains.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +35,8 @@ from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
 from implicitseg.geometry.alignment import coherent_point_drift
-from implicitseg.geometry.frames import (CANONICAL_BOX, CanonicalMesh, Picct, canonical_to_anchor_mm, index_to_world,
-                                        world_to_index)
+from implicitseg.geometry.frames import (CANONICAL_BOX, CanonicalMesh, Picct, SimilarityTransform,
+                                        canonical_to_anchor_mm, index_to_world, world_to_index)
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
@@ -192,10 +194,60 @@ def align_initial(initial_points_world_mm: np.ndarray, template_mm: np.ndarray, 
                      registration.moving_indices, registration.moving_posterior_mass)
 
 
+def trimmed_alignment(model: IsmmModel, alignment: Alignment, config: IsmmConfig) -> Alignment:
+    """The alignment refined on the template's own field (not the paper's; ``tim.align_trim_fraction`` > 0): a
+    similarity correction about the registered points' centroid, ``tim.align_steps`` Adam steps minimising the mean
+    distance (anchor mm, |template SDF| / global scale) of the ``tim.align_trim_fraction`` of the initial's
+    registered points nearest the template's surface (a trimmed registration: a cut face, a hole's wall or a blob,
+    mm from the template, stops pulling the pose once it is not among the nearest; CPD matches every point)."""
+    tim, global_scale = config.tim, float(config.shapes.global_scale)
+    device = next(model.parameters()).device
+    registered_mm = alignment.picct.similarity.apply(alignment.initial_points_world_mm[alignment.used])
+    centre_mm = registered_mm.mean(axis=0)
+    centred = torch.as_tensor(registered_mm - centre_mm, dtype=torch.float32, device=device)
+    rotation_vector = torch.zeros(3, device=device, requires_grad=True)
+    log_scale = torch.zeros((), device=device, requires_grad=True)
+    shift_mm = torch.zeros(3, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([{"params": [rotation_vector, log_scale], "lr": 0.005},
+                                  {"params": [shift_mm], "lr": 0.05}])
+    steps = int(tim.align_steps)
+    # the kept share falls from every point to align_trim_fraction over the first half (a fixed share from the
+    # start can lock onto a wrong subset)
+    kept_share = np.interp(np.arange(steps), [0, max(steps // 2, 1)], [1.0, float(tim.align_trim_fraction)])
+    model.template.requires_grad_(False)
+
+    def rotation_of(vector: torch.Tensor) -> torch.Tensor:
+        skew = torch.zeros((3, 3), device=device)
+        skew[0, 1], skew[0, 2], skew[1, 2] = -vector[2], vector[1], -vector[0]
+        return torch.matrix_exp(skew - skew.T)
+
+    try:
+        for step in range(steps):
+            moved_mm = torch.exp(log_scale) * centred @ rotation_of(rotation_vector).T + shift_mm
+            distance_mm = model.template((moved_mm * global_scale)[None])[0].abs() / global_scale
+            n_kept = max(4, int(round(kept_share[step] * len(centred))))
+            loss = torch.topk(distance_mm, n_kept, largest=False).values.mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    finally:
+        model.template.requires_grad_(True)
+    with torch.no_grad():
+        scale, rotation = float(torch.exp(log_scale)), rotation_of(rotation_vector).cpu().numpy().astype(np.float64)
+        shift = shift_mm.cpu().numpy().astype(np.float64)
+    # y' = s R (y − c) + c + t with y = s0 R0 x + t0 (anchor mm)
+    before = alignment.picct.similarity
+    corrected = SimilarityTransform(scale * before.scale, rotation @ before.rotation,
+                                    scale * rotation @ (before.translation - centre_mm) + centre_mm + shift)
+    return Alignment(Picct(corrected, alignment.picct.global_scale), alignment.initial_points_world_mm,
+                     alignment.used, alignment.posterior_mass)
+
+
 @dataclass
 class TrustedPoints:
     """Stage 2 of a refinement: the initial surface's points the prior is fitted to, ``points_world_mm`` (T, 3) and
-    their outward unit ``normals_world`` (T, 3), and how many registered points were trusted."""
+    their outward unit ``normals_world`` (T, 3), and how many points the first fit's rule trusted
+    (``tim.trust_rule`` ``posterior``: registered points; ``template``: fitting points)."""
 
     points_world_mm: np.ndarray
     normals_world: np.ndarray
@@ -218,29 +270,60 @@ def trusted_points(dense_world_mm: tuple[np.ndarray, np.ndarray], alignment: Ali
     return TrustedPoints(dense_points[keep], dense_normals[keep], n_trusted)
 
 
-def consistent_points(fitted: "FittedShape", picct: Picct, dense_world_mm: tuple[np.ndarray, np.ndarray],
-                      config: IsmmConfig, *, batch_points: int = 16_384) -> np.ndarray:
-    """(T,) bool: which of the initial surface's ``dense_world_mm`` points (T, 3) and outward normals (T, 3) the
-    fitted shape explains: within ``tim.trim_within_mm`` of its zero level (|SDF| in world mm: canonical units /
-    (global scale × the case's PICCT scale)) and facing the same way (the normal at less than 90° from the fitted
-    SDF's gradient; a hole's wall faces inwards)."""
+def level_distance_mm(sdf_canonical: Callable[[torch.Tensor], torch.Tensor], picct: Picct,
+                      dense_world_mm: tuple[np.ndarray, np.ndarray], device: torch.device, *,
+                      batch_points: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """For the initial surface's ``dense_world_mm`` points (T, 3) and outward normals (T, 3): (T,) their distance
+    (world mm) to the zero level of ``sdf_canonical`` (canonical points (N, 3) → SDF (N,)), |SDF| in canonical units
+    / (global scale × the case's PICCT scale), and (T,) bool whether each faces the same way (its normal at less than
+    90° from the SDF's gradient; a hole's wall faces inwards)."""
     points, normals = dense_world_mm
-    device = next(fitted.model.parameters()).device
     canonical = torch.as_tensor(picct.world_to_canonical(points), dtype=torch.float32, device=device)
     normals_canonical = torch.as_tensor(normals @ picct.similarity.rotation.T, dtype=torch.float32, device=device)
     mm_per_unit = 1.0 / (picct.global_scale * picct.similarity.scale)
-    explained = np.zeros(len(points), dtype=bool)
-    with torch.no_grad():
-        weights = fitted.model.deformation.weights(fitted.hyper_code)
+    distance_mm = np.zeros(len(points), dtype=np.float64)
+    facing = np.zeros(len(points), dtype=bool)
     with torch.enable_grad():
         for start in range(0, len(points), batch_points):
-            chunk = canonical[start:start + batch_points].clone().requires_grad_(True)
-            sdf = fitted.model.instance_sdf(chunk[None], fitted.hyper_code, fitted.instance_code, weights)["sdf"][0]
+            rows = slice(start, start + batch_points)
+            chunk = canonical[rows].clone().requires_grad_(True)
+            sdf = sdf_canonical(chunk)
             gradient = torch.autograd.grad(sdf.sum(), chunk)[0]
-            facing = (gradient * normals_canonical[start:start + batch_points]).sum(dim=-1) > 0
-            near = sdf.detach().abs() * mm_per_unit <= config.tim.trim_within_mm
-            explained[start:start + batch_points] = (near & facing).cpu().numpy()
-    return explained
+            facing[rows] = ((gradient * normals_canonical[rows]).sum(dim=-1) > 0).cpu().numpy()
+            distance_mm[rows] = sdf.detach().abs().cpu().numpy() * mm_per_unit
+    return distance_mm, facing
+
+
+def consistent_points(fitted: "FittedShape", picct: Picct, dense_world_mm: tuple[np.ndarray, np.ndarray],
+                      config: IsmmConfig) -> np.ndarray:
+    """(T,) bool: which of the initial surface's ``dense_world_mm`` points (T, 3) and outward normals (T, 3) the
+    fitted shape explains: within ``tim.trim_within_mm`` of its zero level and facing its way
+    (:func:`level_distance_mm`)."""
+    with torch.no_grad():
+        weights = fitted.model.deformation.weights(fitted.hyper_code)
+
+    def sdf(chunk: torch.Tensor) -> torch.Tensor:
+        return fitted.model.instance_sdf(chunk[None], fitted.hyper_code, fitted.instance_code, weights)["sdf"][0]
+
+    distance_mm, facing = level_distance_mm(sdf, picct, dense_world_mm, next(fitted.model.parameters()).device)
+    return facing & (distance_mm <= config.tim.trim_within_mm)
+
+
+def template_trusted_points(model: IsmmModel, dense_world_mm: tuple[np.ndarray, np.ndarray], alignment: Alignment,
+                            config: IsmmConfig) -> TrustedPoints:
+    """``tim.trust_rule`` ``template``: the ``tim.trusted_fraction`` of the initial surface's ``dense_world_mm``
+    points (T, 3) nearest the aligned template's zero level (world mm), those facing its way first
+    (:func:`level_distance_mm`). A cut face, a hole's wall and a blob lie inside, inside and outside the template,
+    mm from its surface, where the posterior rule trusts them as often as the true surface."""
+    def sdf(chunk: torch.Tensor) -> torch.Tensor:
+        return model.template(chunk[None])[0]
+
+    distance_mm, facing = level_distance_mm(sdf, alignment.picct, dense_world_mm, next(model.parameters()).device)
+    n_trusted = max(4, int(round(config.tim.trusted_fraction * len(distance_mm))))
+    order = np.lexsort((distance_mm, ~facing))[:n_trusted]  # facing first, then nearest
+    keep = np.zeros(len(distance_mm), dtype=bool)
+    keep[order] = True
+    return TrustedPoints(dense_world_mm[0][keep], dense_world_mm[1][keep], n_trusted)
 
 
 @dataclass
@@ -292,6 +375,9 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     if tim.trim_rounds < 0 or (tim.trim_rounds > 0 and not (tim.trim_within_mm > 0 and tim.trim_steps > 0)):
         raise InputError(f"tim.trim_rounds must be >= 0, and with rounds tim.trim_within_mm and tim.trim_steps > 0; "
                          f"got {tim.trim_rounds}, {tim.trim_within_mm}, {tim.trim_steps}")
+    if not (0.0 <= tim.align_trim_fraction <= 1.0 and tim.align_steps > 0):
+        raise InputError(f"tim.align_trim_fraction must be in [0, 1] and tim.align_steps > 0, got "
+                         f"{tim.align_trim_fraction}, {tim.align_steps}")
     if len(initial_world_mm.faces) == 0 or not initial_world_mm.face_areas_mm2.sum() > 0:
         raise InputError("the initial segmentation's surface has no faces")
     timings: dict[str, float] = {}
@@ -304,8 +390,11 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
 
     start = time.perf_counter()
     alignment = align_initial(initial_points, template_mm, config, seed)
+    if tim.align_trim_fraction > 0:
+        alignment = trimmed_alignment(model, alignment, config)
     dense = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, int(tim.fitting_points), rng)
-    trusted = trusted_points(dense, alignment, config)
+    trusted = (template_trusted_points(model, dense, alignment, config) if tim.trust_rule == "template"
+               else trusted_points(dense, alignment, config))
     timings["alignment_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
