@@ -8,7 +8,7 @@ Runs synth (``--kind organ``: the shape is the organ with its lesion, label > 0;
 thin, curved and lobed) → prepare ISMM (``--preset``) → train for
 ``--minutes`` (or ``--epochs``, for a machine that is shared) → for every held-out case and every initial segmentation:
 - the ground truth damaged by each corruption of ``data/corruption.py`` (holes, blobs, missing part, staircase)
-  and by all four at once;
+  and by all four at once, and the ground truth itself (``truth``: what refinement costs a right segmentation);
 - the prediction of a U-Net (``implicit-unet`` preset ``iunet-conv-demo``: the U-Net baseline on whole images,
   trained ``--unet-minutes``; 0 skips it);
 refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm (sub-voxel
@@ -53,7 +53,10 @@ VOLUME = ("dice", "nsd_at_1mm", "hd95_mm", "assd_mm")
 SHAPE = ("chamfer_normalised", "emd_normalised", "chamfer_mm", "emd_mm")
 REPAIRS = ("regrown", "removed")
 CORRUPTIONS = {"holes": ("holes",), "blobs": ("blobs",), "missing_part": ("missing_part",),
-               "staircase": ("staircase",), "all_four": ("holes", "blobs", "missing_part", "staircase")}
+               "staircase": ("staircase",), "all_four": ("holes", "blobs", "missing_part", "staircase"),
+               "truth": ()}
+"""Each initial segmentation made from the ground truth: the corruptions it goes through (``truth``: none, the
+identity test: a refinement should leave a right segmentation as it is)."""
 
 
 def scores(labelmap, surface, truth, truth_surface) -> dict[str, float]:

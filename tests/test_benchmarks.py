@@ -93,6 +93,33 @@ def test_the_tuning_summary_counts_every_row_that_loses_more_than_the_allowed_di
     assert summary["holes"]["median_hd95_change_mm"] == pytest.approx(1.0)
     assert summary["blobs"]["n_worse"] == 0 and summary["blobs"]["best_dice_change"] == pytest.approx(0.01)
 
+def test_two_refinement_settings_are_paired_over_the_rows_both_hold(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from ismm_variants import compare, read_rows
+
+    def write(folder: Path, changes: dict[tuple[str, str], float]) -> None:
+        (folder / "rows").mkdir(parents=True)
+        by_initial: dict[str, list] = {}
+        for (initial, case), change in changes.items():
+            by_initial.setdefault(initial, []).append(
+                {"initial": initial, "case": case, "before": {"dice": 0.9, "hd95_mm": 3.0},
+                 "after": {"dice": 0.9 + change, "hd95_mm": 3.0 - 10 * change}})
+        for initial, rows in by_initial.items():
+            (folder / "rows" / f"{initial}.json").write_text(json.dumps(rows))
+
+    keys = [("holes", f"c{i}") for i in range(6)] + [("unet", f"c{i}") for i in range(6)]
+    write(tmp_path / "a", {key: -0.02 for key in keys})
+    write(tmp_path / "b", {**{key: 0.01 for key in keys[:-1]}, ("unet", "c9"): 0.0})
+    result = compare(read_rows(tmp_path / "a"), read_rows(tmp_path / "b"), 0.01)
+    assert result["only_in_a"] == [["unet", "c5"]] and result["only_in_b"] == [["unet", "c9"]]
+    holes, every = result["by_initial"]["holes"], result["by_initial"]["all"]
+    assert holes["n"] == 6 and every["n"] == 11
+    assert holes["a"]["n_worse"] == 6 and holes["b"]["n_worse"] == 0
+    assert holes["b_minus_a"]["dice"]["mean_difference"] == pytest.approx(0.03)
+    assert every["b_minus_a"]["hd95_mm"]["mean_difference"] == pytest.approx(-0.3)
+    assert every["b_minus_a"]["dice"]["wilcoxon_p"] < 0.01
+
+
 def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_rows(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
                              "--set", "tim.trusted_fraction=0.5"], capture_output=True, text=True, cwd=REPO)

@@ -34,7 +34,7 @@ from skimage.measure import marching_cubes
 from implicitseg.config import IsmmConfig
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
-from implicitseg.geometry.alignment import coherent_point_drift
+from implicitseg.geometry.alignment import coherent_point_drift, symmetric_trimmed_distance
 from implicitseg.geometry.frames import (CANONICAL_BOX, CanonicalMesh, Picct, SimilarityTransform,
                                         canonical_to_anchor_mm, index_to_world, world_to_index)
 from implicitseg.geometry.sampling import surface_samples
@@ -194,12 +194,17 @@ def align_initial(initial_points_world_mm: np.ndarray, template_mm: np.ndarray, 
                      registration.moving_indices, registration.moving_posterior_mass)
 
 
-def trimmed_alignment(model: IsmmModel, alignment: Alignment, config: IsmmConfig) -> Alignment:
-    """The alignment refined on the template's own field (not the paper's; ``tim.align_trim_fraction`` > 0): a
-    similarity correction about the registered points' centroid, ``tim.align_steps`` Adam steps minimising the mean
-    distance (anchor mm, |template SDF| / global scale) of the ``tim.align_trim_fraction`` of the initial's
-    registered points nearest the template's surface (a trimmed registration: a cut face, a hole's wall or a blob,
-    mm from the template, stops pulling the pose once it is not among the nearest; CPD matches every point)."""
+def trimmed_alignment(model: IsmmModel, alignment: Alignment, template_mm: np.ndarray,
+                      config: IsmmConfig) -> Alignment:
+    """The alignment refined on the template (not the paper's; ``tim.align_trim_fraction`` > 0): a similarity
+    correction about the registered points' centroid, ``tim.align_steps`` Adam steps minimising the mean distance
+    (anchor mm, |template SDF| / global scale) to the template's surface of the nearest ``tim.align_trim_fraction``
+    of the initial's registered points (a trimmed registration: a cut face, a hole's wall or a blob, mm from the
+    template, stops pulling the pose once it is not among the nearest; CPD matches every point). The kept share
+    falls from every point to that fraction over the first half of the steps (a fixed share from the start can
+    lock onto a wrong subset). The correction is kept only if it brings the two clouds closer both ways (the
+    symmetric trimmed distance to the template's points ``template_mm`` (M, 3) at the same fraction: a shape
+    shrunk into one part of the template is near it one way only); else CPD's pose stays."""
     tim, global_scale = config.tim, float(config.shapes.global_scale)
     device = next(model.parameters()).device
     registered_mm = alignment.picct.similarity.apply(alignment.initial_points_world_mm[alignment.used])
@@ -211,22 +216,22 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, config: IsmmConfig
     optimiser = torch.optim.Adam([{"params": [rotation_vector, log_scale], "lr": 0.005},
                                   {"params": [shift_mm], "lr": 0.05}])
     steps = int(tim.align_steps)
-    # the kept share falls from every point to align_trim_fraction over the first half (a fixed share from the
-    # start can lock onto a wrong subset)
     kept_share = np.interp(np.arange(steps), [0, max(steps // 2, 1)], [1.0, float(tim.align_trim_fraction)])
-    model.template.requires_grad_(False)
 
     def rotation_of(vector: torch.Tensor) -> torch.Tensor:
         skew = torch.zeros((3, 3), device=device)
         skew[0, 1], skew[0, 2], skew[1, 2] = -vector[2], vector[1], -vector[0]
         return torch.matrix_exp(skew - skew.T)
 
+    def trimmed_mean(distances: torch.Tensor, share: float) -> torch.Tensor:
+        return torch.topk(distances, max(4, int(round(share * len(distances)))), largest=False).values.mean()
+
+    model.template.requires_grad_(False)
     try:
         for step in range(steps):
             moved_mm = torch.exp(log_scale) * centred @ rotation_of(rotation_vector).T + shift_mm
-            distance_mm = model.template((moved_mm * global_scale)[None])[0].abs() / global_scale
-            n_kept = max(4, int(round(kept_share[step] * len(centred))))
-            loss = torch.topk(distance_mm, n_kept, largest=False).values.mean()
+            to_template_mm = model.template((moved_mm * global_scale)[None])[0].abs() / global_scale
+            loss = trimmed_mean(to_template_mm, kept_share[step])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -239,6 +244,10 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, config: IsmmConfig
     before = alignment.picct.similarity
     corrected = SimilarityTransform(scale * before.scale, rotation @ before.rotation,
                                     scale * rotation @ (before.translation - centre_mm) + centre_mm + shift)
+    fraction = float(tim.align_trim_fraction)
+    if (symmetric_trimmed_distance(corrected.apply(alignment.initial_points_world_mm[alignment.used]), template_mm,
+                                   fraction) >= symmetric_trimmed_distance(registered_mm, template_mm, fraction)):
+        return alignment
     return Alignment(Picct(corrected, alignment.picct.global_scale), alignment.initial_points_world_mm,
                      alignment.used, alignment.posterior_mass)
 
@@ -391,7 +400,7 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     start = time.perf_counter()
     alignment = align_initial(initial_points, template_mm, config, seed)
     if tim.align_trim_fraction > 0:
-        alignment = trimmed_alignment(model, alignment, config)
+        alignment = trimmed_alignment(model, alignment, template_mm, config)
     dense = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, int(tim.fitting_points), rng)
     trusted = (template_trusted_points(model, dense, alignment, config) if tim.trust_rule == "template"
                else trusted_points(dense, alignment, config))
