@@ -138,10 +138,26 @@ def only(initial_dirs: dict[str, Path], names: list[str] | None) -> dict[str, Pa
     return {name: folder for name, folder in initial_dirs.items() if names is None or name in names}
 
 
+def effective_tim(run: Path, settings: list) -> dict:
+    """The refinement settings (``tim``) a prediction with ``run`` and ``settings`` uses: the run's config (the
+    code's defaults for keys it lacks) with the settings applied. A row is reused only while they match (a default
+    that changed since makes the rows again)."""
+    import dataclasses
+
+    from implicitseg.config import config_from_dict
+    from implicitseg.io.configs import load_yaml
+    from implicitseg.methods import ismm
+    from implicitseg.methods.predict import configured
+
+    config, _ = configured(config_from_dict(ismm.IsmmConfig, load_yaml(run / "config.yaml")), settings)
+    return dataclasses.asdict(config.tim)
+
+
 def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], truth_of: dict, where: Path,
                 assignments: list[str], timings: dict, timing_prefix: str) -> list[dict]:
     """Refine every initial segmentation of ``images`` with ``run`` (``--set`` ``assignments``) and score it before
-    and after; one row per (initial, case), kept in WHERE/rows/<initial>.json and reused while the settings match."""
+    and after; one row per (initial, case), kept in WHERE/rows/<initial>.json and reused while the settings and the
+    effective ``tim`` section (:func:`effective_tim`) match."""
     from implicitseg.config import Settings
     from implicitseg.data.ismm import labelmap_surface
     from implicitseg.io.atomic import write_json
@@ -150,12 +166,13 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
     from implicitseg.methods.pipeline import run_predict
 
     settings = [Settings.from_assignments(assignments)] if assignments else []
+    tim = effective_tim(run, settings)
     rows = []
     for name, folder in initial_dirs.items():
         rows_file = where / "rows" / f"{name}.json"
         if rows_file.is_file():
             kept = json.loads(rows_file.read_text())
-            if all(r.get("settings", []) == assignments for r in kept):
+            if all(r.get("settings", []) == assignments and r.get("tim") == tim for r in kept):
                 rows += kept
                 continue
         started = time.perf_counter()
@@ -173,7 +190,7 @@ def refine_rows(run: Path, images: list[Path], initial_dirs: dict[str, Path], tr
                      **repairs(initial, refined, truth_of[case])}
             guard = record["counts"].get("safeguard", {})
             source_rows.append({"initial": name, "case": case, "before": before, "after": after,
-                                "settings": assignments, "safeguard": guard.get("decision", "none"),
+                                "settings": assignments, "tim": tim, "safeguard": guard.get("decision", "none"),
                                 # the scores a safeguard rule can use (no ground truth), kept per case to choose one
                                 "consistency": {key: guard.get(key) for key in
                                                 ("fit_residual_mm", *FALLBACKS)},

@@ -146,6 +146,7 @@ def test_a_trimmed_alignment_and_the_template_rule_do_not_trust_a_cut_face_or_a_
     for rule, align_trim_fraction in (("posterior", 0.0), ("template", 0.75)):
         config.tim.trust_rule, config.tim.align_trim_fraction = rule, align_trim_fraction
         refinement = refine_surface(model, config, surface, grid, seed=0)
+        assert refinement.counts["alignment_corrected"] == (align_trim_fraction > 0)
         trusted = refinement.trusted_points_world_mm
         assert abs(len(trusted) / config.tim.fitting_points - config.tim.trusted_fraction) < 0.1
         wrong_share[rule] = float(np.mean(point_to_mesh_distance_mm(trusted, truth_mesh) > 1.5))

@@ -226,6 +226,7 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, template_mm: np.nd
     def trimmed_mean(distances: torch.Tensor, share: float) -> torch.Tensor:
         return torch.topk(distances, max(4, int(round(share * len(distances)))), largest=False).values.mean()
 
+    trainable = [parameter.requires_grad for parameter in model.template.parameters()]
     model.template.requires_grad_(False)
     try:
         for step in range(steps):
@@ -236,7 +237,8 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, template_mm: np.nd
             loss.backward()
             optimiser.step()
     finally:
-        model.template.requires_grad_(True)
+        for parameter, flag in zip(model.template.parameters(), trainable):
+            parameter.requires_grad_(flag)
     with torch.no_grad():
         scale, rotation = float(torch.exp(log_scale)), rotation_of(rotation_vector).cpu().numpy().astype(np.float64)
         shift = shift_mm.cpu().numpy().astype(np.float64)
@@ -398,9 +400,9 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     timings["template_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    alignment = align_initial(initial_points, template_mm, config, seed)
+    cpd_alignment = alignment = align_initial(initial_points, template_mm, config, seed)
     if tim.align_trim_fraction > 0:
-        alignment = trimmed_alignment(model, alignment, template_mm, config)
+        alignment = trimmed_alignment(model, cpd_alignment, template_mm, config)
     dense = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, int(tim.fitting_points), rng)
     trusted = (template_trusted_points(model, dense, alignment, config) if tim.trust_rule == "template"
                else trusted_points(dense, alignment, config))
@@ -430,6 +432,7 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
               "fit_steps": int(tim.fit_steps) + int(tim.trim_steps) * (len(fitting_points_per_round) - 1),
               "fit_loss_curve": fitted.loss_curve,
               "alignment_scale": alignment.picct.similarity.scale,
+              "alignment_corrected": alignment is not cpd_alignment,
               "n_vertices": int(len(mesh.vertices_world_mm)), "n_faces": int(len(mesh.faces))}
     return Refinement(mesh, labelmap, alignment.picct, trusted.points_world_mm, timings, counts)
 
