@@ -120,6 +120,29 @@ def test_two_refinement_settings_are_paired_over_the_rows_both_hold(monkeypatch,
     assert every["b_minus_a"]["dice"]["wilcoxon_p"] < 0.01
 
 
+def test_ismm_table_rows_are_keyed_by_the_refinement_settings_a_prediction_would_use(monkeypatch, tmp_path) -> None:
+    # a run trained before a tim key existed (or before its default changed) refines with the code's default: rows
+    # made under the old default must not be reused as if they were the new one's
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from ismm_table import effective_tim
+
+    from implicitseg.config import Settings
+    from implicitseg.io.configs import load_yaml, save_config
+    from implicitseg.methods import ismm
+    from implicitseg.methods.base import copy_preset
+
+    save_config(tmp_path / "config.yaml", copy_preset(ismm.PRESETS, "ismm-demo"))
+    run_config = load_yaml(tmp_path / "config.yaml")
+    del run_config["tim"]["trim_rounds"]  # a run older than the key
+    run_config["tim"]["fit_steps"] = 123
+    save_config(tmp_path / "config.yaml", run_config)
+    default = effective_tim(tmp_path, [])
+    assert default["trim_rounds"] == ismm.TimConfig().trim_rounds and default["fit_steps"] == 123
+    changed = effective_tim(tmp_path, [Settings.from_assignments(["tim.trim_rounds=0"])])
+    assert changed["trim_rounds"] == 0 and {k: v for k, v in changed.items() if k != "trim_rounds"} == \
+        {k: v for k, v in default.items() if k != "trim_rounds"}
+
+
 def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_rows(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
                              "--set", "tim.trusted_fraction=0.5"], capture_output=True, text=True, cwd=REPO)
