@@ -98,7 +98,7 @@ class TimConfig:
     case's own pose in patient coordinates, or ``principal-axes``, the best of four principal-axes poses, for shapes
     in any pose), then, with ``align_trim_fraction`` > 0 (not the paper's), ``align_steps`` of a trimmed
     registration on the template's field: the pose that brings the nearest ``align_trim_fraction`` of those points
-    closest to its surface; ``trust_rule`` ``posterior`` (the paper's): the top ``trusted_fraction`` of the initial
+    closest to its surface, kept only if it brings both clouds closer; ``trust_rule`` ``posterior`` (the paper's): the top ``trusted_fraction`` of the initial
     surface's points (``initial_points`` drawn on it) by the template's posterior mass are trusted, and so are the
     ``fitting_points`` drawn on the initial surface whose nearest registered point is trusted; ``template``: the
     ``trusted_fraction`` of the fitting points nearest the aligned template's surface, those facing its way first
