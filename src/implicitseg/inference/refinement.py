@@ -207,7 +207,8 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, template_mm: np.nd
     shrunk into one part of the template is near it one way only); else CPD's pose stays."""
     tim, global_scale = config.tim, float(config.shapes.global_scale)
     device = next(model.parameters()).device
-    registered_mm = alignment.picct.similarity.apply(alignment.initial_points_world_mm[alignment.used])
+    used_world_mm = alignment.initial_points_world_mm[alignment.used]
+    registered_mm = alignment.picct.similarity.apply(used_world_mm)
     centre_mm = registered_mm.mean(axis=0)
     centred = torch.as_tensor(registered_mm - centre_mm, dtype=torch.float32, device=device)
     rotation_vector = torch.zeros(3, device=device, requires_grad=True)
@@ -247,8 +248,8 @@ def trimmed_alignment(model: IsmmModel, alignment: Alignment, template_mm: np.nd
     corrected = SimilarityTransform(scale * before.scale, rotation @ before.rotation,
                                     scale * rotation @ (before.translation - centre_mm) + centre_mm + shift)
     fraction = float(tim.align_trim_fraction)
-    if (symmetric_trimmed_distance(corrected.apply(alignment.initial_points_world_mm[alignment.used]), template_mm,
-                                   fraction) >= symmetric_trimmed_distance(registered_mm, template_mm, fraction)):
+    if (symmetric_trimmed_distance(corrected.apply(used_world_mm), template_mm, fraction)
+            >= symmetric_trimmed_distance(registered_mm, template_mm, fraction)):
         return alignment
     return Alignment(Picct(corrected, alignment.picct.global_scale), alignment.initial_points_world_mm,
                      alignment.used, alignment.posterior_mass)
