@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +154,25 @@ def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_
                            capture_output=True, text=True, cwd=REPO)
     assert tuned.returncode != 0 and "the tuning chooses the fallback" in tuned.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_the_islands_removal_is_scored_on_saved_refinements_as_a_refinement_would_write_it(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from ismm_removal import removal_rows
+
+    from implicitseg.io.images import Volume, write_image
+
+    affine = np.diag([0.8, 0.8, 1.2, 1.0])
+    truth = np.zeros((20, 20, 20), dtype=np.uint8)
+    truth[5:15, 5:15, 5:15] = 1
+    truth[15:18, 8:12, 8:12] = 1  # a lobe
+    initial = truth.copy()
+    initial[1:3, 1:3, 1:3] = 1  # a spurious island
+    refined = np.zeros_like(truth)
+    refined[5:15, 5:15, 5:15] = 1  # the fit removed the island and carved the lobe away
+    write_image(tmp_path / "dataset" / "labelsTr" / "c0.nii.gz", Volume(truth, affine))
+    write_image(tmp_path / "initial" / "blobs" / "c0.nii.gz", Volume(initial, affine))
+    write_image(tmp_path / "refined" / "blobs" / "c0" / "labelmap.nii.gz", Volume(refined, affine))
+    (row,) = removal_rows(tmp_path)
+    assert row["initial"] == "blobs" and row["case"] == "c0"
+    assert row["before"] < 1.0 and row["anywhere"] < 1.0 and row["islands"] == pytest.approx(1.0)

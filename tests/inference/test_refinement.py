@@ -312,3 +312,30 @@ def test_the_safeguard_keeps_the_initial_when_the_fit_explains_too_little_of_it(
     assert guard.to_json()["trusted_share"] == pytest.approx(0.3)
     config.tim.min_trusted_share = 0.25
     assert safeguard(refinement, initial, config).decision == "guarded"
+
+
+@pytest.mark.parametrize("affine_name", ["flipped_oblique", "anisotropic"])
+def test_the_islands_removal_keeps_a_part_attached_to_the_shape_and_removes_a_spurious_island(affine_name):
+    affine = AFFINE_CASES[affine_name]
+    center = index_to_world(np.array([[20.0, 20.0, 20.0]]), affine)[0]
+    refinement = _sphere_refinement(affine, center, 10.0, 0.0)
+    shape = refinement.labelmap.shape
+    # the initial: the fit's ball, a lobe attached to it that the fit does not reach (up to 5 mm beyond its
+    # surface), a spurious blob clear of it and a hole at the centre
+    lobe = _ball(shape, affine, center + np.array([0.0, 11.0, 0.0]), 4.0)
+    blob = _ball(shape, affine, center + np.array([16.5, 0.0, 0.0]), 2.5)
+    initial = (_ball(shape, affine, center, 10.0) | lobe | blob) & ~_ball(shape, affine, center, 4.0)
+    _, config = ellipsoid_prior()
+    anywhere = safeguard(refinement, Volume(initial.astype(np.uint8), affine), config)
+    config.tim.removal = "islands"
+    islands = safeguard(refinement, Volume(initial.astype(np.uint8), affine), config)
+    fitted = refinement.labelmap.array > 0
+    lobe_beyond_band = lobe & ~_ball(shape, affine, center, 11.5)
+    assert lobe_beyond_band.sum() > 20
+    assert not (anywhere.labelmap.array > 0)[lobe_beyond_band].any()  # the paper's rule carves the lobe away
+    result = islands.labelmap.array > 0
+    assert result[lobe].all() and not result[blob].any() and result[fitted].all()  # lobe kept, blob gone, hole filled
+    assert islands.n_voxels_kept > anywhere.n_voxels_kept and "tim.removal islands" in islands.reason
+    config.tim.keep_within_mm = 0.0  # the fitted shape everywhere, but still only whole islands removed
+    assert np.array_equal(safeguard(refinement, Volume(initial.astype(np.uint8), affine), config).labelmap.array > 0,
+                          fitted | (initial & ~blob))

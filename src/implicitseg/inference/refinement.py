@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from implicitseg.config import IsmmConfig
+from implicitseg.config.ismm import REMOVALS
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
 from implicitseg.geometry.alignment import coherent_point_drift, symmetric_trimmed_distance
@@ -504,9 +505,12 @@ def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConf
         return Safeguard("initial", as_initial, *scores, int(initial_array.sum()),
                          f"the fit was last fitted to {share:.0%} of the initial surface (less than "
                          f"tim.min_trusted_share {tim.min_trusted_share:g}): the initial segmentation is kept")
-    if tim.keep_within_mm <= 0:
-        return Safeguard("refined", refined, *scores, 0, "tim.keep_within_mm is 0: the fitted shape everywhere")
     refined_array = np.asarray(refined.array > 0)
+    if tim.keep_within_mm <= 0:
+        result, n_restored = restrict_removal(initial_array, refined_array, tim.removal)
+        return Safeguard("refined", Volume(np.where(result, label_value, 0).astype(np.uint8), refined.affine_lps),
+                         *scores, n_restored, "tim.keep_within_mm is 0: the fitted shape everywhere"
+                         + _restored_reason(n_restored))
     differ = np.argwhere(initial_array != refined_array)
     near = np.zeros(len(differ), dtype=bool)
     if len(differ):
@@ -515,7 +519,27 @@ def safeguard(refinement: Refinement, initial_labelmap: Volume, config: IsmmConf
     guarded = refined_array.copy()
     kept = differ[near]
     guarded[tuple(kept.T)] = initial_array[tuple(kept.T)]
+    guarded, n_restored = restrict_removal(initial_array, guarded, tim.removal)
     return Safeguard("guarded", Volume(np.where(guarded, label_value, 0).astype(np.uint8), refined.affine_lps),
-                     *scores, int(len(kept)),
+                     *scores, int(len(kept)) + n_restored,
                      f"fitted surface {residual:.2f} mm from the trusted points on average; {len(kept)} voxels within "
-                     f"{tim.keep_within_mm:g} mm of it keep the initial's label")
+                     f"{tim.keep_within_mm:g} mm of it keep the initial's label" + _restored_reason(n_restored))
+
+
+def restrict_removal(initial: np.ndarray, result: np.ndarray, removal: str) -> tuple[np.ndarray, int]:
+    """``result`` (bool, the initial's grid) with what ``tim.removal`` forbids it to remove of ``initial`` (bool)
+    restored, and how many voxels that restored. ``anywhere``: nothing; ``islands``: every voxel of a
+    26-connected component of ``initial`` that ``result`` overlaps (only whole spurious islands are removed)."""
+    if removal not in REMOVALS:
+        raise InputError(f"tim.removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
+    if removal == "anywhere":
+        return result, 0
+    components, _ = ndimage.label(initial, structure=np.ones((3, 3, 3), dtype=bool))
+    overlapped = np.unique(components[initial & result])
+    restored = initial & ~result & np.isin(components, overlapped[overlapped > 0])
+    return result | restored, int(restored.sum())
+
+
+def _restored_reason(n_restored: int) -> str:
+    return (f"; {n_restored} voxels of the initial's components the fit overlaps stay (tim.removal islands)"
+            if n_restored else "")
