@@ -168,11 +168,15 @@ def test_the_islands_removal_is_scored_on_saved_refinements_as_a_refinement_woul
     truth[15:18, 8:12, 8:12] = 1  # a lobe
     initial = truth.copy()
     initial[1:3, 1:3, 1:3] = 1  # a spurious island
+    initial[9:11, 9:11, 9:11] = 0  # a cavity
     refined = np.zeros_like(truth)
-    refined[5:15, 5:15, 5:15] = 1  # the fit removed the island and carved the lobe away
-    write_image(tmp_path / "dataset" / "labelsTr" / "c0.nii.gz", Volume(truth, affine))
-    write_image(tmp_path / "initial" / "blobs" / "c0.nii.gz", Volume(initial, affine))
-    write_image(tmp_path / "refined" / "blobs" / "c0" / "labelmap.nii.gz", Volume(refined, affine))
-    (row,) = removal_rows(tmp_path)
+    refined[5:15, 5:15, 5:15] = 1  # the fit filled the cavity, removed the island and carved the lobe away
+    write_image(tmp_path / "out" / "dataset" / "labelsTs" / "c0.nii.gz", Volume(truth, affine))
+    write_image(tmp_path / "out" / "initial" / "blobs" / "c0.nii.gz", Volume(initial, affine))
+    write_image(tmp_path / "variant" / "refined" / "blobs" / "c0" / "labelmap.nii.gz", Volume(refined, affine))
+    (row,) = removal_rows(tmp_path / "variant", tmp_path / "out")
     assert row["initial"] == "blobs" and row["case"] == "c0"
-    assert row["before"] < 1.0 and row["anywhere"] < 1.0 and row["islands"] == pytest.approx(1.0)
+    assert row["before"] < 1.0 and row["refined"] < 1.0 and row["islands"] == pytest.approx(1.0)
+    assert row["morphology"] == pytest.approx(1.0)  # no prior: the largest component, its cavity filled
+    with pytest.raises(SystemExit, match="no refined"):
+        removal_rows(tmp_path / "out")
