@@ -178,5 +178,6 @@ def test_the_islands_removal_is_scored_on_saved_refinements_as_a_refinement_woul
     assert row["initial"] == "blobs" and row["case"] == "c0"
     assert row["before"] < 1.0 and row["refined"] < 1.0 and row["islands"] == pytest.approx(1.0)
     assert row["morphology"] == pytest.approx(1.0)  # no prior: the largest component, its cavity filled
+    assert row["removed_right"] == 3 * 4 * 4 and row["added_wrong"] == 0
     with pytest.raises(SystemExit, match="no refined"):
         removal_rows(tmp_path / "out")
