@@ -5,14 +5,13 @@
 
 FOLDER is an ``ismm_table.py`` OUT/tune or OUT (or their variants/TAG): it holds
 ``refined/<initial>/<case>/labelmap.nii.gz``; ``--data`` (default FOLDER) holds ``initial/<initial>/<case>.nii.gz``
-and the ground truth in ``dataset/labelsTr`` (tuning) or ``dataset/labelsTs`` (held-out). The islands rule is a last step of the safeguard
-on the initial and the safeguard's labelmap (:func:`~implicitseg.inference.refinement.restrict_removal`), so
-applying it to the saved labelmaps gives exactly the labelmap a refinement with ``--set tim.removal=islands`` writes;
-per initial segmentation and case this prints the DSC change of the refinement as run (``refined``) and with the
-islands rule (what chooses a rule on tuning cases
+and the ground truth in ``dataset/labelsTr`` (tuning) or ``dataset/labelsTs`` (held-out). The islands rule is the
+safeguard's last step on the initial and the safeguard's labelmap
+(:func:`~implicitseg.inference.refinement.restrict_removal`), so applied to the saved labelmaps it gives exactly
+the labelmap a refinement with ``--set tim.removal=islands`` writes. Per initial segmentation and case this prints
+the DSC change of the refinement as run (``refined``), with the islands rule (to choose a rule on tuning cases
 without refining them again; the other metrics need ``ismm_table.py --set tim.removal=islands``), and of a repair
-without any prior for comparison (``morphology``: the initial's largest 26-connected component, its enclosed
-cavities filled).
+without any prior (``morphology``: the initial's largest 26-connected component, its enclosed cavities filled).
 """
 
 from __future__ import annotations
