@@ -10,7 +10,8 @@ thin, curved and lobed) → prepare ISMM (``--preset``) → train for
 - the ground truth damaged by each corruption of ``data/corruption.py`` (holes, blobs, missing part, staircase)
   and by all four at once, and the ground truth itself (``truth``: what refinement costs a right segmentation);
 - the prediction of a U-Net (``implicit-unet`` preset ``iunet-conv-demo``: the U-Net baseline on whole images,
-  trained ``--unet-minutes``; 0 skips it);
+  trained ``--unet-minutes``; 0 skips it), and with ``--short-unet-epochs N`` of the same U-Net trained only N
+  epochs (``unet_short``: a CNN that still makes gross errors, the kind the paper's refinement repairs);
 refine it (``predict --initial``, the CLI's path) and score before and after: DSC, NSD at 1 mm (sub-voxel
 boundary weighting), HD95, ASSD (mm; MONAI, on the image grid, label > 0), and Chamfer and EMD
 (``evaluation/shape.py``: 30k / 1k area-uniform points, normalised to the GT's unit sphere, and in mm) between
@@ -103,10 +104,10 @@ def summarise(values: list[float]) -> str:
 
 
 def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root: Path, seed: int,
-                          unet_run: Path | None) -> tuple[dict[str, Path], dict]:
+                          unet_runs: dict[str, Path]) -> tuple[dict[str, Path], dict]:
     """Write each initial segmentation of ``images`` (their ground truth in ``labels`` damaged by each corruption,
-    and the prediction of ``unet_run`` if given) under ROOT/<name>/<case>.nii.gz; returns the folders by name and the
-    binary ground truth by case."""
+    and the prediction of each run of ``unet_runs``, by source name) under ROOT/<name>/<case>.nii.gz; returns the
+    folders by name and the binary ground truth by case."""
     from implicitseg.io.images import Volume, read_labelmap, write_image
     from implicitseg.methods.pipeline import run_predict
 
@@ -120,8 +121,8 @@ def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root:
             if not (folder / f"{case}.nii.gz").is_file():
                 write_image(folder / f"{case}.nii.gz", corrupted(truth_of[case], seed, case, kinds).labelmap)
         folders[name] = folder
-    if unet_run is not None:
-        predictions, folder = root / "unet_predictions", root / "unet"
+    for name, unet_run in unet_runs.items():
+        predictions, folder = root / f"{name}_predictions", root / name
         missing = [image for image in images if not (folder / image.name).is_file()]
         if missing:  # a rerun keeps the predictions it made
             run_predict(unet_run, missing, predictions, show_progress=False)
@@ -129,7 +130,7 @@ def initial_segmentations(dataset: Path, labels: Path, images: list[Path], root:
             case = image.name.replace(".nii.gz", "")
             predicted = read_labelmap(predictions / case / "labelmap.nii.gz", allow_empty=True)
             write_image(folder / f"{case}.nii.gz", Volume((predicted.array > 0).astype(np.uint8), predicted.affine_lps))
-        folders["unet"] = folder
+        folders[name] = folder
     return folders, truth_of
 
 
@@ -261,6 +262,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12.0)
     parser.add_argument("--epochs", type=int, default=None, help="stop ISMM's training after this many epochs")
     parser.add_argument("--unet-minutes", type=float, default=6.0)
+    parser.add_argument("--short-unet-epochs", type=int, default=0,
+                        help="also refine the predictions of the same U-Net trained only this many epochs "
+                             "(``unet_short``: a CNN that still makes gross errors; 0 skips it)")
     parser.add_argument("--preset", default="ismm-demo")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
@@ -268,7 +272,7 @@ def main() -> None:
     parser.add_argument("--tag", default=None,
                         help="name of these settings: their rows and table go to OUT/variants/TAG, the trained "
                              "prior and U-Net are shared")
-    parser.add_argument("--initials", nargs="+", choices=(*CORRUPTIONS, "unet"), default=None,
+    parser.add_argument("--initials", nargs="+", choices=(*CORRUPTIONS, "unet", "unet_short"), default=None,
                         help="refine only these initial segmentations (default: every one)")
     parser.add_argument("--tune-only", action="store_true",
                         help="stop after the tuning cases (judge settings there, the held-out cases untouched)")
@@ -286,11 +290,14 @@ def main() -> None:
     from implicitseg.methods.pipeline import run_prepare, run_synth
 
     out = args.out
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    if args.short_unet_epochs > 0 and timings.get("unet_short_epochs", args.short_unet_epochs) != args.short_unet_epochs:
+        raise SystemExit(f"{out}: its short U-Net was trained {timings['unet_short_epochs']} epochs, not "
+                         f"{args.short_unet_epochs}: use another --out")
     dataset = out / "dataset"
     if not (dataset / "dataset.json").is_file():
         run_synth(dataset, kind=args.kind, n_cases=args.cases, seed=args.seed, n_test=args.test_cases)
-    timings_file = out / "timings.json"
-    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     prep, run = out / "prep", out / "run"
     if not (prep / "manifest.json").is_file():
         start = time.perf_counter()
@@ -300,14 +307,21 @@ def main() -> None:
         summary = train_in_subprocess(prep, run, args.minutes, max_epochs=args.epochs)
         timings.update(train_s=summary["time_s"], epochs=summary["epochs_completed"])
     write_json(timings_file, timings)
-    unet_run = None
+    unet_runs: dict[str, Path] = {}
+    unet_prep = out / "prep_unet"
+    if (args.unet_minutes > 0 or args.short_unet_epochs > 0) and not (unet_prep / "manifest.json").is_file():
+        run_prepare(dataset, unet_prep, method="implicit-unet", preset="iunet-conv-demo", workers=args.workers,
+                    show_progress=False)
     if args.unet_minutes > 0:
-        unet_prep, unet_run = out / "prep_unet", out / "run_unet"
-        if not (unet_prep / "manifest.json").is_file():
-            run_prepare(dataset, unet_prep, method="implicit-unet", preset="iunet-conv-demo", workers=args.workers,
-                        show_progress=False)
+        unet_runs["unet"] = out / "run_unet"
         if "unet_train_s" not in timings:
-            timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_run, args.unet_minutes)["time_s"]
+            timings["unet_train_s"] = train_in_subprocess(unet_prep, unet_runs["unet"], args.unet_minutes)["time_s"]
+            write_json(timings_file, timings)
+    if args.short_unet_epochs > 0:
+        unet_runs["unet_short"] = out / "run_unet_short"
+        if "unet_short_train_s" not in timings:
+            summary = train_in_subprocess(unet_prep, unet_runs["unet_short"], 60.0, max_epochs=args.short_unet_epochs)
+            timings.update(unet_short_train_s=summary["time_s"], unet_short_epochs=summary["epochs_completed"])
             write_json(timings_file, timings)
 
     assignments, tuning = list(args.assignments), None
@@ -318,7 +332,7 @@ def main() -> None:
             run_synth(tune / "dataset", kind=args.kind, n_cases=args.tune_cases, seed=args.seed + 1000, n_test=0)
         tune_images = sorted(case.image for case in load_dataset(tune / "dataset").training)
         tune_dirs, tune_truth = initial_segmentations(tune / "dataset", tune / "dataset" / "labelsTr", tune_images,
-                                                      tune / "initial", args.seed, unet_run)
+                                                      tune / "initial", args.seed, unet_runs)
         tune_rows = refine_rows(run, tune_images, only(tune_dirs, args.initials), tune_truth,
                                 tune / "variants" / args.tag if args.tag else tune,
                                 [*assignments, "tim.max_overruled_fraction=1"], timings,
@@ -345,7 +359,7 @@ def main() -> None:
 
     test_images = sorted(load_dataset(dataset).test)
     initial_dirs, truth_of = initial_segmentations(dataset, dataset / "labelsTs", test_images, out / "initial",
-                                                   args.seed, unet_run)
+                                                   args.seed, unet_runs)
     initial_dirs = only(initial_dirs, args.initials)
     rows = refine_rows(run, test_images, initial_dirs, truth_of, variant, assignments, timings,
                        f"{args.tag}_" if args.tag else "")

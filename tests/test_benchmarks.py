@@ -156,6 +156,14 @@ def test_ismm_table_refuses_other_settings_without_a_tag_that_keeps_the_presets_
     assert not any(tmp_path.iterdir())
 
 
+def test_ismm_table_refuses_a_short_unet_of_other_epochs_than_the_one_its_rows_came_from(tmp_path: Path) -> None:
+    (tmp_path / "timings.json").write_text(json.dumps({"unet_short_epochs": 8, "unet_short_train_s": 120.0}))
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ismm_table.py"), "--out", str(tmp_path),
+                             "--short-unet-epochs", "3"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "trained 8 epochs, not 3" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["timings.json"]  # refused before the dataset
+
+
 def test_the_islands_removal_is_scored_on_saved_refinements_as_a_refinement_would_write_it(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from ismm_removal import removal_rows
