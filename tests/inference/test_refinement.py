@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import AFFINE_CASES, rotation_matrix
+from helpers import AFFINE_CASES, affine_from_geometry, rotation_matrix
 from implicitseg.config import IsmmLossConfig, ShapesConfig, TimConfig
 from implicitseg.data.corruption import corrupt_labelmap
 from implicitseg.data.ismm import labelmap_surface
@@ -339,3 +339,33 @@ def test_the_islands_removal_keeps_a_part_attached_to_the_shape_and_removes_a_sp
     config.tim.keep_within_mm = 0.0  # the fitted shape everywhere, but still only whole islands removed
     assert np.array_equal(safeguard(refinement, Volume(initial.astype(np.uint8), affine), config).labelmap.array > 0,
                           fitted | (initial & ~blob))
+
+
+def test_fitted_to_the_largest_surface_part_a_far_spurious_component_neither_moves_the_alignment_nor_stays():
+    # a CNN's far false component (here a 11 mm ball, 28 % of the shape's volume, 30 mm clear of it) drags CPD's
+    # centring and scale when every part of the initial surface is aligned; aligned and fitted on the largest part,
+    # the fit lands on the shape and the safeguard removes the component
+    shape = (74, 43, 35)
+    affine = affine_from_geometry([-20.0, 13.0, 7.5], [1.2, 1.2, 1.6], rotation_matrix((10, -20, 35)))
+    world = index_to_world(np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3),
+                           affine)
+    center = index_to_world(np.array([[20.0, 21.5, 17.5]]), affine)[0]
+    truth = (np.linalg.norm((world - center) @ rotation_matrix((0, 30, 0)) / SEMI_AXES_MM, axis=1) <= 1.0)
+    blob = np.linalg.norm(world - index_to_world(np.array([[61.0, 21.5, 17.5]]), affine)[0], axis=1) <= 11.0
+    truth, blob = truth.reshape(shape), blob.reshape(shape)
+    initial = Volume((truth | blob).astype(np.uint8), affine)
+    results = {}
+    for parts in ("all", "largest"):
+        torch.manual_seed(0)
+        model, config = ellipsoid_prior()
+        config.tim.surface_parts, config.tim.removal, config.tim.trim_steps = parts, "islands", 20
+        config.tim.initial_points, config.tim.template_points = 400, 300  # CPD: 4× fewer pairs than the preset
+        refinement = refine_surface(model, config, labelmap_surface(initial, 0, "initial"), (shape, affine), seed=0)
+        results[parts] = (refinement, safeguard(refinement, initial, config))
+    before = dice(truth | blob, truth)
+    every_part, largest = results["all"][1].labelmap.array > 0, results["largest"][1].labelmap.array > 0
+    assert dice(every_part, truth) < before + 0.01 and every_part[blob].all()  # nothing repaired
+    assert results["largest"][1].decision == "guarded" and results["largest"][1].fit_residual_mm < 0.6
+    assert dice(largest, truth) > 0.98 and not largest[blob].any()
+    assert results["largest"][0].counts["surface_area_left_out_mm2"] > 4 * np.pi * 11.0**2 * 0.8
+    assert results["all"][0].counts["surface_area_left_out_mm2"] == 0.0

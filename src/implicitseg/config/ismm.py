@@ -14,6 +14,9 @@ ALIGNMENT_STARTS = ("principal-axes", "world")
 """``tim.alignment_start``: where CPD starts (see :class:`TimConfig`)."""
 TRUST_RULES = ("posterior", "template")
 """``tim.trust_rule``: which of the initial surface's points the first fit trusts (see :class:`TimConfig`)."""
+SURFACE_PARTS = ("all", "largest")
+"""``tim.surface_parts``: which connected parts of the initial surface the alignment and the fit use (see
+:class:`TimConfig`)."""
 REMOVALS = ("anywhere", "islands")
 """``tim.removal``: which of the initial's foreground voxels the refinement may remove (see :class:`TimConfig`)."""
 
@@ -95,8 +98,10 @@ class IsmmTrainConfig(OptimisationConfig):
 
 @dataclass(kw_only=True)
 class TimConfig:
-    """Refinement of an initial segmentation (spec "Template interaction module"): CPD onto the template surface
-    (``template_points`` of it, outlier weight ``outlier_weight``, started from ``alignment_start``: ``world``, the
+    """Refinement of an initial segmentation (spec "Template interaction module"): ``surface_parts`` ``all`` (the
+    paper's) or ``largest`` (not the paper's: the connected part of the initial surface with the most faces; the
+    other parts, a CNN's far spurious component among them, are left to the safeguard), then CPD of it onto the
+    template surface (``template_points`` of it, outlier weight ``outlier_weight``, started from ``alignment_start``: ``world``, the
     case's own pose in patient coordinates, or ``principal-axes``, the best of four principal-axes poses, for shapes
     in any pose), then, with ``align_trim_fraction`` > 0 (not the paper's), ``align_steps`` of a trimmed
     registration on the template's field: the pose that brings the nearest ``align_trim_fraction`` of those points
@@ -123,6 +128,7 @@ class TimConfig:
 
     template_points: int = 3000
     initial_points: int = 4000
+    surface_parts: str = choice("all", SURFACE_PARTS)
     alignment_start: str = choice("world", ALIGNMENT_STARTS)
     fitting_points: int = 16_000
     outlier_weight: float = 0.2

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
 from implicitseg.config import IsmmConfig
-from implicitseg.config.ismm import REMOVALS
+from implicitseg.config.ismm import REMOVALS, SURFACE_PARTS
 from implicitseg.errors import InputError
 from implicitseg.fitting.losses import shape_losses
 from implicitseg.geometry.alignment import coherent_point_drift, symmetric_trimmed_distance
@@ -41,7 +41,7 @@ from implicitseg.geometry.frames import (CANONICAL_BOX, CanonicalMesh, Picct, Si
 from implicitseg.geometry.sampling import surface_samples
 from implicitseg.io.images import Volume, resample_volume
 from implicitseg.io.meshes import Mesh
-from implicitseg.meshing.components import supported_component
+from implicitseg.meshing.components import largest_component, supported_component
 from implicitseg.models.batching import point_batches
 from implicitseg.models.ismm import IsmmModel
 
@@ -393,19 +393,22 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
                          f"{tim.align_trim_fraction}, {tim.align_steps}")
     if len(initial_world_mm.faces) == 0 or not initial_world_mm.face_areas_mm2.sum() > 0:
         raise InputError("the initial segmentation's surface has no faces")
+    if tim.surface_parts not in SURFACE_PARTS:
+        raise InputError(f"tim.surface_parts must be one of {', '.join(SURFACE_PARTS)}, got {tim.surface_parts!r}")
     timings: dict[str, float] = {}
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     template_mm = template_points_mm(model, config, rng)
-    initial_points = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, tim.initial_points,
-                                     rng)[0]
+    surface = (Mesh(*largest_component(initial_world_mm.vertices_world_mm, initial_world_mm.faces))
+               if tim.surface_parts == "largest" else initial_world_mm)
+    initial_points = surface_samples(surface.vertices_world_mm, surface.faces, tim.initial_points, rng)[0]
     timings["template_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     cpd_alignment = alignment = align_initial(initial_points, template_mm, config, seed)
     if tim.align_trim_fraction > 0:
         alignment = trimmed_alignment(model, cpd_alignment, template_mm, config)
-    dense = surface_samples(initial_world_mm.vertices_world_mm, initial_world_mm.faces, int(tim.fitting_points), rng)
+    dense = surface_samples(surface.vertices_world_mm, surface.faces, int(tim.fitting_points), rng)
     trusted = (template_trusted_points(model, dense, alignment, config) if tim.trust_rule == "template"
                else trusted_points(dense, alignment, config))
     timings["alignment_s"] = time.perf_counter() - start
@@ -431,6 +434,7 @@ def refine_surface(model: IsmmModel, config: IsmmConfig, initial_world_mm: Mesh,
     counts = {"n_registered_points": int(len(alignment.used)), "n_trusted_registered": trusted.n_trusted_registered,
               "n_fitting_points": int(len(trusted.points_world_mm)),
               "n_fitting_points_per_round": fitting_points_per_round, "n_dense_points": int(len(dense[0])),
+              "surface_area_left_out_mm2": float(initial_world_mm.face_areas_mm2.sum() - surface.face_areas_mm2.sum()),
               "fit_steps": int(tim.fit_steps) + int(tim.trim_steps) * (len(fitting_points_per_round) - 1),
               "fit_loss_curve": fitted.loss_curve,
               "alignment_scale": alignment.picct.similarity.scale,
