@@ -262,7 +262,7 @@ def test_the_safeguard_keeps_the_initial_boundary_and_removes_gross_errors(affin
     assert guard.decision == "guarded" and guard.n_voxels_kept > 0
     assert np.array_equal(result, _ball(shape, affine, center, 10.6))
     assert 0.0 < guard.overruled_fraction < 0.4  # only the blob's and the hole's boundaries are far from the fit
-    config.tim.keep_within_mm = 0.0
+    config.tim.keep_within_mm, config.tim.removal = 0.0, "anywhere"  # the paper's: the fitted shape everywhere
     assert np.array_equal(safeguard(refinement, Volume(initial.astype(np.uint8), affine), config).labelmap.array,
                           refinement.labelmap.array)
 
@@ -326,6 +326,8 @@ def test_the_islands_removal_keeps_a_part_attached_to_the_shape_and_removes_a_sp
     blob = _ball(shape, affine, center + np.array([16.5, 0.0, 0.0]), 2.5)
     initial = (_ball(shape, affine, center, 10.0) | lobe | blob) & ~_ball(shape, affine, center, 4.0)
     _, config = ellipsoid_prior()
+    assert config.tim.removal == "islands"  # the default
+    config.tim.removal = "anywhere"  # the paper's
     anywhere = safeguard(refinement, Volume(initial.astype(np.uint8), affine), config)
     config.tim.removal = "islands"
     islands = safeguard(refinement, Volume(initial.astype(np.uint8), affine), config)

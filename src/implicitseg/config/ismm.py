@@ -121,10 +121,11 @@ class TimConfig:
     than ``max_overruled_fraction`` of the initial's boundary lies farther than ``keep_within_mm`` from the fitted
     surface (1: never; the fit would replace the initial rather than repair it), and one whose fit was last fitted to
     less than ``min_trusted_share`` of the initial surface's fitting points (0: never; with ``trim_rounds``, the share
-    the fit explains). ``removal`` ``anywhere`` (the paper's): the fitted shape may remove any of the initial's
-    foreground; ``islands`` (not the paper's): only whole connected components of it (26-connected) that the
-    result does not overlap — a spurious island goes, a part attached to the shape stays (where the prior does
-    not fit the anatomy it shrinks a lobe; it may still add)."""
+    the fit explains). ``removal`` ``islands`` (not the paper's; the default since the organ and the appendage
+    were measured with it): the refinement removes only whole connected components of the initial's foreground
+    (26-connected) that the result does not overlap — a spurious island goes, a part attached to the shape stays
+    (it may still add); ``anywhere`` (the paper's): the fitted shape may remove any of it (where the prior does not
+    fit the anatomy it shrinks a lobe)."""
 
     template_points: int = 3000
     initial_points: int = 4000
@@ -146,7 +147,7 @@ class TimConfig:
     max_fit_residual_mm: float = 1.0
     max_overruled_fraction: float = 1.0
     min_trusted_share: float = 0.0
-    removal: str = choice("anywhere", REMOVALS)
+    removal: str = choice("islands", REMOVALS)
     seed: int = 0
 
 
